@@ -1,0 +1,8 @@
+"""Generation backends behind one interface (`base.Backend`): `hf` (default) and `vllm` (optional).
+
+`get_backend(name, model_path, **options)` builds one; the vllm backend is imported lazily and
+asking for it without the `vllm` extra installed is a clear error.
+"""
+from .base import Backend, Request, Sample, SamplingConfig, derive_seed, sample_seed
+
+__all__ = ["Backend", "Request", "Sample", "SamplingConfig", "derive_seed", "sample_seed"]

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness integration: task YAMLs, hooks, and the `spiral` model type."""

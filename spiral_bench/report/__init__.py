@@ -1,0 +1,1 @@
+"""Reproducibility reports from saved run folders (figures, HTML, Markdown, manifest)."""

@@ -1,0 +1,74 @@
+"""Config errors name the key, the value and what is allowed; good values round-trip."""
+import dataclasses
+
+import pytest
+
+from spiral_bench.backends.base import SamplingConfig
+from spiral_bench.config import ConfigError, build, config_hash, load_yaml, option, to_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = option(1e-3, help="learning rate", min=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    method: str = option("grpo", help="which method", choices=("grpo", "spiral"))
+    steps: int = option(10, help="steps", min=1, max=1000)
+    sizes: tuple[int, ...] = option((1, 2), help="sizes", min=1)
+    inner: Inner = option(default_factory=Inner, help="nested")
+
+
+def test_unknown_key_names_key_and_suggests():
+    with pytest.raises(ConfigError) as e:
+        build(SamplingConfig, {"max_new_token": 5})
+    msg = str(e.value)
+    assert "'max_new_token'" in msg and "did you mean 'max_new_tokens'" in msg and "5" in msg
+
+
+def test_bad_type_names_key_and_value():
+    with pytest.raises(ConfigError) as e:
+        build(SamplingConfig, {"top_k": "ten"})
+    assert "top_k" in str(e.value) and "'ten'" in str(e.value) and "integer" in str(e.value)
+    with pytest.raises(ConfigError, match="top_k"):
+        build(SamplingConfig, {"top_k": True})  # bool is not an int
+
+
+def test_out_of_range_names_key_value_and_bound():
+    with pytest.raises(ConfigError) as e:
+        build(SamplingConfig, {"top_p": 1.5})
+    assert "top_p" in str(e.value) and "1.5" in str(e.value) and "<= 1.0" in str(e.value)
+    with pytest.raises(ConfigError, match=r"sizes\[?.*0"):
+        build(Outer, {"sizes": [3, 0]})
+
+
+def test_choices_suggest_close_match():
+    with pytest.raises(ConfigError) as e:
+        build(Outer, {"method": "spirl"})
+    assert "method" in str(e.value) and "did you mean 'spiral'" in str(e.value)
+
+
+def test_nested_errors_use_dotted_path(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("inner:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=r"inner\.lr"):
+        load_yaml(Outer, p)
+    p.write_text("inner:\n  lrr: 1\n")
+    with pytest.raises(ConfigError, match=r"inner\.'lrr'|'lrr'"):
+        load_yaml(Outer, p)
+
+
+def test_yaml_and_overrides_and_hash(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: spiral\nsizes: [4, 8]\n")
+    cfg = load_yaml(Outer, p, {"inner.lr": 0.5, "steps": 3})
+    assert cfg == Outer(method="spiral", steps=3, sizes=(4, 8), inner=Inner(lr=0.5))
+    assert to_dict(cfg) == {"method": "spiral", "steps": 3, "sizes": [4, 8], "inner": {"lr": 0.5}}
+    assert config_hash(cfg) == config_hash(build(Outer, to_dict(cfg)))
+    assert config_hash(cfg) != config_hash(Outer())
+
+
+def test_every_field_has_help():
+    for f in dataclasses.fields(SamplingConfig):
+        assert f.metadata.get("help"), f.name

@@ -1,0 +1,1 @@
+"""Trainers: SFT warm start, GRPO and SPIRAL side by side (`spiral_bench.trainers`)."""
