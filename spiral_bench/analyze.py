@@ -1,0 +1,232 @@
+"""`spiral-bench analyze FILE.jsonl --out DIR`: pooled estimates and paired comparisons from samples
+made by any engine.
+
+Input, one JSON object per line (blank lines are skipped; every other line is data):
+  problem_id (str, required), sample_id (int, required), correct (bool or number in [0, 1],
+  required), method (str, default "default"), answer (str or null = abstain; used for maj@k),
+  prompt_tokens, completion_tokens (ints >= 0).
+Validation collects every bad line and raises one `AnalyzeInputError` (a ValueError) listing
+them by line number; nothing is dropped. Also errors: a repeated (method, problem_id, sample_id);
+a token field present on some lines but not others (compute must be in one unit); `answer`
+present on some lines of a method but not others (give null to abstain); methods that do not
+share the same problems (comparisons are paired by problem). Unknown keys are ignored and named
+in the summary's "warnings".
+
+Per method: pools of n_p samples for each problem p; k = 1 .. min_p n_p. pass@k and maj@k per
+problem from `spiral_bench.estimators` (exact over all k-subsets), means over problems with
+percentile CIs from one paired bootstrap over problems (B replicates, seeded) shared by all
+methods. Compute of a k-sample cell for problem p: k * (mean over p's samples of prompt_tokens +
+completion_tokens, the fields given) when token counts are given, else k (samples).
+Comparisons: for every ordered pair (method, baseline) of distinct methods, on the pass@k curves
+(compute, accuracy): the "up to" multiplier with CI and censoring flag, multipliers at the
+method's levels and the accuracy gap at equal compute (`spiral_bench.stats.compare`).
+Output DIR/summary.json, written atomically (temp file + os.replace); non-finite numbers as null.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from spiral_bench.estimators import maj_at_k, pass_at_k_pool
+from spiral_bench.stats import PairedBootstrap, compare, percentile_ci
+
+KNOWN = {"problem_id", "sample_id", "correct", "method", "answer", "prompt_tokens", "completion_tokens"}
+TOKEN_KEYS = ("prompt_tokens", "completion_tokens")
+
+
+class AnalyzeInputError(ValueError):
+    """Bad input lines; `.errors` is the list of (line_number, message)."""
+
+    def __init__(self, path, errors: list[tuple[int, str]]):
+        self.errors = errors
+        body = "\n".join(f"  line {n}: {m}" if n else f"  {m}" for n, m in errors)
+        super().__init__(f"{path}: {len(errors)} problem(s) in the input:\n{body}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(obj) -> list[str]:
+    """Messages for one parsed line (empty if it is valid)."""
+    if not isinstance(obj, dict):
+        return [f"expected a JSON object, got {type(obj).__name__}"]
+    errs = []
+    for key in ("problem_id", "sample_id", "correct"):
+        if key not in obj:
+            errs.append(f"missing required key {key!r}")
+    if "problem_id" in obj and not isinstance(obj["problem_id"], str):
+        errs.append(f"problem_id must be a string, got {obj['problem_id']!r}")
+    if "sample_id" in obj and not _is_int(obj["sample_id"]):
+        errs.append(f"sample_id must be an integer, got {obj['sample_id']!r}")
+    if "correct" in obj:
+        c = obj["correct"]
+        if not (isinstance(c, bool) or (isinstance(c, (int, float)) and math.isfinite(c) and 0 <= c <= 1)):
+            errs.append(f"correct must be a bool or a number in [0, 1], got {c!r}")
+    if "method" in obj and not (isinstance(obj["method"], str) and obj["method"]):
+        errs.append(f"method must be a non-empty string, got {obj['method']!r}")
+    if "answer" in obj and not (obj["answer"] is None or isinstance(obj["answer"], str)):
+        errs.append(f"answer must be a string or null, got {obj['answer']!r}")
+    for key in TOKEN_KEYS:
+        if key in obj and not (_is_int(obj[key]) and obj[key] >= 0):
+            errs.append(f"{key} must be an integer >= 0, got {obj[key]!r}")
+    return errs
+
+
+def read_samples(path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """Parse and validate FILE.jsonl -> ([(line_number, record)], warnings); raises
+    AnalyzeInputError listing every bad line."""
+    errors: list[tuple[int, str]] = []
+    rows: list[tuple[int, dict]] = []
+    unknown: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append((n, f"not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            msgs = _check(obj)
+            errors.extend((n, m) for m in msgs)
+            if msgs:
+                continue
+            for key in obj.keys() - KNOWN:
+                unknown.setdefault(key, n)
+            rows.append((n, obj))
+    if not rows and not errors:
+        errors.append((0, "no samples in the file"))
+    seen: dict[tuple, int] = {}
+    for n, obj in rows:
+        key = (obj.get("method", "default"), obj["problem_id"], obj["sample_id"])
+        if key in seen:
+            errors.append((n, f"repeats method {key[0]!r}, problem_id {key[1]!r}, sample_id {key[2]} "
+                              f"of line {seen[key]}"))
+        else:
+            seen[key] = n
+    for key in TOKEN_KEYS:  # one compute unit for the whole file
+        has = [n for n, o in rows if key in o]
+        if has and len(has) != len(rows):
+            errors.extend((n, f"lacks {key!r}, which other lines give (compute must be in one unit)")
+                          for n, o in rows if key not in o)
+    by_method: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for n, o in rows:
+        by_method[o.get("method", "default")].append((n, o))
+    for m, rs in by_method.items():
+        if any("answer" in o for _, o in rs) and not all("answer" in o for _, o in rs):
+            errors.extend((n, f"lacks 'answer', which other lines of method {m!r} give (use null to abstain)")
+                          for n, o in rs if "answer" not in o)
+    if len(by_method) > 1:
+        probs = {m: {o["problem_id"] for _, o in rs} for m, rs in by_method.items()}
+        every = set().union(*probs.values())
+        for m in sorted(probs):
+            lack = sorted(every - probs[m])
+            if lack:
+                errors.append((0, f"method {m!r} has no samples for problem(s) {lack} that other methods "
+                                  f"have (comparisons are paired by problem)"))
+    if errors:
+        raise AnalyzeInputError(path, sorted(errors, key=lambda e: e[0]))
+    warnings = [f"unknown key {k!r} ignored (first on line {n})" for k, n in sorted(unknown.items())]
+    return rows, warnings
+
+
+def _clean(x):
+    """JSON-safe: numpy scalars -> Python, non-finite floats -> None."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _atomic_write_json(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict."""
+    rows, warnings = read_samples(path)
+    use_tokens = any(k in rows[0][1] for k in TOKEN_KEYS)
+    unit = "tokens" if use_tokens else "samples"
+    pools: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for _, o in rows:
+        pools[o.get("method", "default")][o["problem_id"]].append(o)
+    methods = sorted(pools)
+    problems = sorted(pools[methods[0]])
+    boot = PairedBootstrap(len(problems), B=B, seed=seed)
+    summary: dict = {"methods": {}, "comparisons": [], "compute_unit": unit,
+                     "bootstrap": {"B": B, "seed": seed, "level": level, "resampled": "problems",
+                                   "paired": "one resampling shared by all methods"},
+                     "input": {"path": str(path), "samples": len(rows), "n_problems": len(problems)},
+                     "warnings": warnings}
+    curves = {}
+    for m in methods:
+        ps = [sorted(pools[m][p], key=lambda o: o["sample_id"]) for p in problems]
+        sizes = np.array([len(s) for s in ps])
+        K = int(sizes.min())
+        ks = np.arange(1, K + 1)
+        corr = np.full((len(ps), int(sizes.max())), np.nan)
+        for i, s in enumerate(ps):
+            corr[i, : len(s)] = [float(o["correct"]) for o in s]
+        pk = pass_at_k_pool(corr, ks)  # (P, K)
+        per_sample = np.array([np.mean([sum(o.get(t, 0) for t in TOKEN_KEYS) for o in s]) if use_tokens else 1.0
+                               for s in ps])
+        if (per_sample <= 0).any():
+            raise AnalyzeInputError(path, [(0, f"method {m!r}: problem(s) "
+                                               f"{[problems[i] for i in np.nonzero(per_sample <= 0)[0]]} "
+                                               f"have zero tokens; compute must be > 0")])
+        comp = per_sample[:, None] * ks[None, :]  # (P, K)
+        block = {"n_problems": len(problems), "n_samples_min": K, "n_samples_max": int(sizes.max()),
+                 "pass@k": _table(pk, boot, ks, level), "maj@k": {}, "compute@k": {
+                     str(k): float(c) for k, c in zip(ks, comp.mean(axis=0))}}
+        if "answer" in ps[0][0]:
+            mk = maj_at_k([[o["answer"] for o in s] for s in ps], [[float(o["correct"]) for o in s] for s in ps],
+                          ks, seed=seed)
+            block["maj@k"] = _table(mk, boot, ks, level)
+        else:
+            warnings.append(f"method {m!r}: no 'answer' field, so maj@k is not computed")
+        summary["methods"][m] = block
+        curves[m] = (pk, comp)
+    for a in methods:
+        for b in methods:
+            if a == b:
+                continue
+            res = compare(boot, curves[a][0], curves[a][1], curves[b][0], curves[b][1], level=level)
+            summary["comparisons"].append({"method": a, "baseline": b, "metric": "pass@k",
+                                           "compute_unit": unit, **res})
+    summary = _clean(summary)
+    _atomic_write_json(summary, Path(out_dir) / "summary.json")
+    return summary
+
+
+def _table(vals: np.ndarray, boot: PairedBootstrap, ks: np.ndarray, level: float) -> dict:
+    """{"<k>": {"mean", "ci"}} from per-problem values (P, K) with the shared bootstrap."""
+    ci = percentile_ci(boot.means(vals), level)
+    mean = vals.mean(axis=0)
+    return {str(int(k)): {"mean": float(mean[i]), "ci": [float(ci[0, i]), float(ci[1, i])]}
+            for i, k in enumerate(ks)}

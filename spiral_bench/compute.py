@@ -1,0 +1,93 @@
+"""Compute accounting for scaffolds and sweep cells: prompt tokens, generated tokens, the
+max-token budget and a FLOPs estimate. Every scaffold record and every cell row reports all four.
+
+Conventions (one `Request` = one prompt sampled n times):
+
+- prompt_tokens: prefill tokens, counted ONCE per request (the sampler prefills each distinct
+  prompt once and fans its KV cache out to the n samples), P per request.
+- generated_tokens: sum of completion tokens G_j over all samples of all requests.
+- max_token_budget: sum of max_new_tokens over every trace (search traces and aggregation traces
+  of every layer): n * L per request (the paper's Figure 8 convention).
+- flops (forward pass only, Kaplan et al. 2020 convention), for a request with prompt length P
+  and samples of lengths G_1..G_n, with N = non-embedding parameters, l = n_layers, d = d_model:
+
+      dense  = 2 * N * (P + sum_j G_j)
+      attn   = A(0, P) + sum_j A(P, P + G_j)
+      A(s, e) = sum_{i=s+1}^{e} 2 * l * i * d  =  l * d * (e * (e + 1) - s * (s + 1))
+
+  i.e. the token at (1-based) position i attends to a context of i tokens and costs
+  2 * n_layers * context_len * d_model attention FLOPs; the shared prompt is processed once.
+  flops = dense + attn.
+
+`expected_subset_compute` is the expectation of the same figures when k of the n pooled samples
+are drawn uniformly without replacement (what a pooled pass@k / maj@k cell costs on average):
+prompt once, and k/n times every per-sample term.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+INFO_KEYS = ("n_params_nonembedding", "n_layers", "d_model")
+
+
+@dataclasses.dataclass(frozen=True)
+class Compute:
+    """The four compute figures of a record or cell (floats: pooled cells hold expectations)."""
+
+    prompt_tokens: float = 0.0
+    generated_tokens: float = 0.0
+    max_token_budget: float = 0.0
+    flops: float = 0.0
+
+    def __add__(self, other: "Compute") -> "Compute":
+        return Compute(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def total(items) -> "Compute":
+        out = Compute()
+        for c in items:
+            out = out + c
+        return out
+
+
+def _info(info: Mapping) -> tuple[float, float, float]:
+    missing = [k for k in INFO_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"model_info() lacks {missing}; FLOPs accounting needs {list(INFO_KEYS)}")
+    return float(info["n_params_nonembedding"]), float(info["n_layers"]), float(info["d_model"])
+
+
+def attention_flops(start: int, end: int, n_layers: float, d_model: float) -> float:
+    """sum_{i=start+1}^{end} 2 * n_layers * i * d_model (positions start+1..end, 1-based)."""
+    return n_layers * d_model * (end * (end + 1) - start * (start + 1))
+
+
+def request_compute(prompt_tokens: int, completion_tokens: Sequence[int], max_new_tokens: int,
+                    info: Mapping) -> Compute:
+    """Compute of one request: prompt of P tokens prefilled once, samples of G_j tokens (see module doc)."""
+    n_ne, n_layers, d_model = _info(info)
+    P, G = int(prompt_tokens), [int(g) for g in completion_tokens]
+    dense = 2.0 * n_ne * (P + sum(G))
+    attn = attention_flops(0, P, n_layers, d_model) + sum(attention_flops(P, P + g, n_layers, d_model) for g in G)
+    return Compute(float(P), float(sum(G)), float(len(G) * max_new_tokens), dense + attn)
+
+
+def expected_subset_compute(prompt_tokens: int, completion_tokens: Sequence[int], k: int,
+                            max_new_tokens: int, info: Mapping) -> Compute:
+    """E[compute] of k samples drawn uniformly without replacement from the n given ones.
+
+    Prompt once; generated tokens, budget and per-sample FLOPs scale as k/n of the pool's sum:
+    E = request_compute(P, []) + (k/n) * (request_compute(P, G) - request_compute(P, [])).
+    """
+    n = len(completion_tokens)
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}]")
+    base = request_compute(prompt_tokens, [], max_new_tokens, info)
+    full = request_compute(prompt_tokens, completion_tokens, max_new_tokens, info)
+    f = k / n
+    return Compute(base.prompt_tokens, f * full.generated_tokens, float(k * max_new_tokens),
+                   base.flops + f * (full.flops - base.flops))

@@ -1,0 +1,346 @@
+"""Batched, exact, batch-independent sampling for any transformers causal LM (the `hf` backend).
+
+Algorithm (per batch of at most `batch_size` sequences, requests sorted by prompt length):
+1. Shared-prefix prefill: every *distinct* prompt of the batch is run once (left padded to the
+   longest, explicit position ids, a hand-built causal+padding mask) into a pre-allocated
+   transformers `StaticCache` of length P + max_new_tokens; its K/V rows and last logits are then
+   fanned out (index_select) to the n samples of that prompt.
+2. Decoding: all sequences advance together, one token per step, writing K/V in place into the
+   static cache (no per-step re-allocation); the attention mask is a pre-allocated [B, L] bool
+   tensor with one column switched on per step, passed as a ready 4-D mask, and position ids are
+   precomputed (prompt length + step). Finished rows are compacted away when half are done.
+3. Token choice (Gumbel-max with counter-based noise, one random stream per sample):
+       z = logits / T, restricted by top-k / top-p (others set to -inf),
+       token = argmax_v (z_v + g_v),   g_v = -log(-log(u_v)),
+       u_v = hash(sample_seed, step, v) in (0, 1)   (splitmix64 in int64 torch ops),
+   which samples exactly from softmax(z) over the kept tokens. The noise depends only on the
+   sample's own seed, the step and the vocabulary index, so a sample's tokens do not depend on
+   which other requests share its batch (up to floating-point differences in the logits).
+   T = 0 is greedy: token = argmax_v logits_v.
+4. Log-prob of every generated token (the convention of TRL's GRPO, which trainers recompute by
+   teacher forcing with `token_logprobs`):
+       logprob_t = log_softmax(logits_t / T)[token_t]   with T the sampling temperature
+   (T = 1 when greedy), *without* the top-k / top-p renormalisation.
+5. A sample ends with finish_reason "stop" at an EOS token (kept in token_ids) or when a stop
+   string appears in its text (the token that completes it is kept; `text` is cut right after
+   the first stop string), and "length" when it has used its max_new_tokens budget.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from .backends.base import Request, Sample, SamplingConfig, sample_seed
+
+_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)   # splitmix64 constants as signed int64
+_M2 = 0x94D049BB133111EB - (1 << 64)
+_G1 = 0x9E3779B97F4A7C15 - (1 << 64)
+_G2 = 0xD1B54A32D192ED03 - (1 << 64)
+
+
+def _srl(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser on int64 tensors (multiplication wraps mod 2^64)."""
+    x = x ^ _srl(x, 30)
+    x = x * _M1
+    x = x ^ _srl(x, 27)
+    x = x * _M2
+    return x ^ _srl(x, 31)
+
+
+def hash_uniform(seeds: torch.Tensor, step, vocab: int) -> torch.Tensor:
+    """u[b, v] = uniform in (0, 1) from hash(seeds[b], step, v).  seeds: [B] int64 -> [B, V] float32."""
+    v = torch.arange(vocab, device=seeds.device, dtype=torch.int64) * _G2
+    if torch.is_tensor(step):
+        base = _mix(seeds + (step.to(torch.int64) + 1) * _G1)
+    else:  # wrap the Python int into int64 range before torch sees it
+        base = _mix(seeds + ((((int(step) + 1) * _G1) + (1 << 63)) % (1 << 64) - (1 << 63)))
+    bits = _srl(_mix(base[:, None] ^ v[None, :]), 40)  # top 24 bits
+    return (bits.to(torch.float32) + 0.5) * (1.0 / (1 << 24))
+
+
+def filter_logits(z: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set to -inf the logits outside the top-k and outside the smallest top-p nucleus. z: [B, V]."""
+    if top_k and 0 < top_k < z.shape[-1]:
+        kth = torch.topk(z, top_k, dim=-1).values[:, -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p < 1.0:
+        sz, idx = torch.sort(z, dim=-1, descending=True)
+        p = torch.softmax(sz, dim=-1)
+        remove = (torch.cumsum(p, dim=-1) - p) > top_p  # mass strictly before this token > top_p
+        remove[:, 0] = False
+        z = z.masked_fill(torch.zeros_like(remove).scatter(-1, idx, remove), float("-inf"))
+    return z
+
+
+def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float,
+                  top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens [B] int64, logprobs [B] float32) from logits [B, V] and per-row seeds [B] int64.
+
+    logprob = log_softmax(logits / T)[token] (T = 1 if greedy), no top-k/top-p renormalisation.
+    """
+    logits = logits.float()
+    t = temperature if temperature > 0 else 1.0
+    logp = torch.log_softmax(logits / t, dim=-1)
+    if temperature <= 0:
+        tokens = torch.argmax(logits, dim=-1)
+    else:
+        z = filter_logits(logp, top_k, top_p)  # log_softmax is a shift of logits/T: same argmax
+        u = hash_uniform(seeds, step, logits.shape[-1])
+        tokens = torch.argmax(z - torch.log(-torch.log(u)), dim=-1)
+    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """(text cut right after the earliest-ending stop string, whether one was found)."""
+    ends = [i + len(s) for s in stops if s and (i := text.find(s)) >= 0]
+    return (text[:min(ends)], True) if ends else (text, False)
+
+
+def _mask_dict(model, allowed: torch.Tensor, dtype: torch.dtype):
+    """A ready 4-D mask for every layer type, or None if this model needs HF's own mask code.
+
+    allowed: [B, 1, Q, K] bool, True = may attend.
+    """
+    cfg = model.config
+    impl = getattr(cfg, "_attn_implementation", None)
+    types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+    if types != {"full_attention"}:
+        return None
+    if impl == "sdpa":
+        return {"full_attention": allowed}
+    if impl == "eager":
+        neg = torch.finfo(dtype).min
+        return {"full_attention": torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+                .masked_fill(~allowed, neg)}
+    return None
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_prompt: int,
+                   temperature: float = 1.0) -> torch.Tensor:
+    """Teacher-forced log-probs of the completion tokens (differentiable; used by trainers).
+
+    input_ids, attention_mask: [B, T] = [left-padded prompt (n_prompt columns) | completion
+    (right-padded)], attention_mask 0 on both kinds of padding.
+    Returns [B, T - n_prompt] float32: log_softmax(logits / T)[token] for every completion column
+    (T = 1 if temperature == 0), 0.0 where attention_mask is 0. Same convention as the sampler.
+    """
+    mask = attention_mask.bool()
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    q = torch.arange(input_ids.shape[1], device=input_ids.device)
+    allowed = (q[None, :] <= q[:, None])[None] & mask[:, None, :]
+    allowed = (allowed | torch.eye(len(q), dtype=torch.bool, device=q.device)[None])[:, None]
+    dtype = next(model.parameters()).dtype
+    masks = _mask_dict(model, allowed, dtype)
+    logits = model(input_ids=input_ids, attention_mask=masks if masks is not None else attention_mask,
+                   position_ids=pos, use_cache=False).logits[:, n_prompt - 1:-1].float()
+    t = temperature if temperature > 0 else 1.0
+    lp = torch.log_softmax(logits / t, dim=-1).gather(-1, input_ids[:, n_prompt:, None])[..., 0]
+    return lp * mask[:, n_prompt:]
+
+
+class PreallocLayer(CacheLayerMixin):
+    """A KV cache layer allocated once at [B, H, max_len, D]; `update` copies the new K/V into
+    place and returns views of the filled part only (so attention reads no empty slots)."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, max_len: int):
+        super().__init__()
+        self.max_len, self.filled = max_len, 0
+
+    def lazy_initialization(self, key_states, value_states) -> None:
+        b, h, _, d = key_states.shape
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.keys = key_states.new_zeros(b, h, self.max_len, d)
+        self.values = value_states.new_zeros(b, h, self.max_len, value_states.shape[-1])
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        c, n = self.filled, key_states.shape[-2]
+        self.keys[:, :, c:c + n].copy_(key_states)
+        self.values[:, :, c:c + n].copy_(value_states)
+        self.filled = c + n
+        return self.keys[:, :, :c + n], self.values[:, :, :c + n]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.filled + query_length, 0
+
+    def get_seq_length(self) -> int:
+        return self.filled
+
+    def get_max_length(self) -> int:
+        return self.max_len
+
+    def select_rows(self, idx: torch.Tensor) -> None:
+        """Keep (and repeat) batch rows: idx [B'] int64."""
+        self.keys, self.values = self.keys.index_select(0, idx), self.values.index_select(0, idx)
+
+
+class PreallocCache(Cache):
+    """One `PreallocLayer` per decoder layer."""
+
+    def __init__(self, n_layers: int, max_len: int):
+        super().__init__(layers=[PreallocLayer(max_len) for _ in range(n_layers)])
+
+    def select_rows(self, idx: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.select_rows(idx)
+
+
+class _Unit:
+    """One sequence to sample: request index, sample index, seed, prompt ids, budget."""
+    __slots__ = ("req", "j", "seed", "prompt", "budget")
+
+    def __init__(self, req, j, seed, prompt, budget):
+        self.req, self.j, self.seed, self.prompt, self.budget = req, j, seed, prompt, budget
+
+
+class Sampler:
+    """Batched sampler over a transformers causal LM; see the module docstring for the algorithm."""
+
+    def __init__(self, model, tokenizer, fast_masks: bool = True):
+        self.model, self.tok = model, tokenizer
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        eos = set()
+        for e in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            eos.update(e if isinstance(e, (list, tuple)) else ([] if e is None else [e]))
+        self.eos = torch.tensor(sorted(eos) or [-1], device=self.device)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.fast_masks = fast_masks
+        self._strs: list[str] | None = None
+
+    def token_strings(self) -> list[str]:
+        """Decoded text of every single token id (used to detect stop strings incrementally)."""
+        if self._strs is None:
+            n = max(len(self.tok), self.model.get_output_embeddings().weight.shape[0])
+            self._strs = [self.tok.decode([i], skip_special_tokens=True) if i < len(self.tok) else ""
+                          for i in range(n)]
+        return self._strs
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig,
+                 progress: bool = False) -> list[list[Sample]]:
+        prompts = [self.tok(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
+        units = [_Unit(i, j, sample_seed(r.seed, j), prompts[i],
+                       r.max_new_tokens if r.max_new_tokens is not None else sampling.max_new_tokens)
+                 for i, r in enumerate(requests) for j in range(r.n)]
+        units.sort(key=lambda u: (len(u.prompt), u.req, u.j))
+        out: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(units), desc="sampling", unit="seq")
+        bs = sampling.batch_size
+        with torch.inference_mode():
+            for s in range(0, len(units), bs):
+                chunk = units[s:s + bs]
+                for u, smp in zip(chunk, self._batch(chunk, sampling)):
+                    out[u.req][u.j] = smp
+                if bar is not None:
+                    bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out  # type: ignore[return-value]
+
+    def _batch(self, units: list[_Unit], sc: SamplingConfig) -> list[Sample]:
+        dev, model = self.device, self.model
+        keys: dict[tuple, int] = {}
+        rep = [keys.setdefault(tuple(u.prompt), len(keys)) for u in units]
+        distinct = list(keys)
+        plen = torch.tensor([len(p) for p in distinct], device=dev)
+        P, B = int(plen.max()), len(units)
+        budgets = torch.tensor([u.budget for u in units], device=dev)
+        max_new = int(budgets.max())
+        L = P + max_new
+        ids = torch.full((len(distinct), P), self.pad, dtype=torch.long, device=dev)
+        for i, p in enumerate(distinct):
+            if p:
+                ids[i, P - len(p):] = torch.tensor(p, device=dev)
+        valid = torch.arange(P, device=dev)[None, :] >= (P - plen)[:, None]      # [U, P]
+        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
+        kv_valid = torch.zeros(len(distinct), L, dtype=torch.bool, device=dev)
+        kv_valid[:, :P] = valid
+        q = torch.arange(P, device=dev)[:, None]
+        k = torch.arange(P, device=dev)[None, :]
+        allowed = ((k <= q)[None] & valid[:, None, :]) | (k == q)[None]          # [U, P, P]
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        cache = PreallocCache(cfg.num_hidden_layers, L)
+        masks = _mask_dict(model, allowed[:, None], self.dtype) if self.fast_masks else None
+        logits = model(input_ids=ids, attention_mask=masks if masks is not None else valid.long(),
+                       position_ids=pos, past_key_values=cache, use_cache=True,
+                       logits_to_keep=1).logits[:, -1].float()
+        # fan out the prompt cache to the samples (shared-prefix sampling)
+        r = torch.tensor(rep, device=dev)
+        cache.select_rows(r)
+        logits, kv_valid = logits[r], kv_valid[r]
+        next_pos = plen[r]
+        seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
+        tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
+        logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
+        length = torch.zeros(B, dtype=torch.long, device=dev)        # 0 = still running
+        stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+        rows = torch.arange(B, device=dev)      # active row -> unit index
+        stops = tuple(s for s in sc.stop if s)
+        strs = self.token_strings() if stops else None
+        texts = [""] * B
+        window = max((len(s) for s in stops), default=0) + 16
+        done_row = torch.zeros(B, dtype=torch.bool, device=dev)
+        check = 1 if dev.type == "cpu" else 8
+        for t in range(max_new):
+            tok, lp = select_tokens(logits, seeds[rows], t, sc.temperature, sc.top_k, sc.top_p)
+            tokens[rows, t] = tok
+            logps[rows, t] = lp
+            hit = torch.isin(tok, self.eos)
+            if stops:
+                hit = hit.clone()
+                tl = tok.tolist()
+                for i, (ui, ti) in enumerate(zip(rows.tolist(), tl)):
+                    texts[ui] = (texts[ui] + strs[ti])[-window:]
+                    if any(s in texts[ui] for s in stops):
+                        hit[i] = True
+            newly = ~done_row & (hit | (t + 1 >= budgets[rows]))
+            length[rows] = torch.where(newly, t + 1, length[rows])
+            stopped[rows] |= newly & hit
+            done_row = done_row | newly
+            if t + 1 == max_new:
+                break
+            if t % check == check - 1 or t == 0:
+                n_done = int(done_row.sum())
+                if n_done == len(rows):
+                    break
+                if n_done * 2 >= len(rows) and len(rows) >= 8:   # compact: drop finished rows
+                    keep = torch.nonzero(~done_row)[:, 0]
+                    cache.select_rows(keep)
+                    rows, kv_valid, next_pos = rows[keep], kv_valid[keep], next_pos[keep]
+                    tok, done_row = tok[keep], done_row[keep]
+            kv_valid[:, P + t] = True
+            kv = kv_valid[:, :P + t + 1]
+            masks = _mask_dict(model, kv[:, None, None, :], self.dtype) if self.fast_masks else None
+            logits = model(input_ids=tok[:, None],
+                           attention_mask=masks if masks is not None else kv.long(),
+                           position_ids=(next_pos + t)[:, None], past_key_values=cache,
+                           use_cache=True).logits[:, -1]
+        return self._finish(units, tokens, logps, length, stopped, stops)
+
+    def _finish(self, units, tokens, logps, length, stopped, stops) -> list[Sample]:
+        res = []
+        toks, lps = tokens.cpu().tolist(), logps.cpu().tolist()
+        for i, u in enumerate(units):
+            n = int(length[i])
+            ids = toks[i][:n]
+            text, found = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), stops)
+            res.append(Sample(text=text, token_ids=ids, logprobs=lps[i][:n],
+                              prompt_tokens=len(u.prompt), completion_tokens=n,
+                              finish_reason="stop" if bool(stopped[i]) else "length"))
+        return res

@@ -1,0 +1,350 @@
+"""Statistics, paired across methods by problem: bootstrap CIs, curves, multipliers, gaps, claims.
+
+Paired bootstrap: one (B, P) matrix W of multinomial counts (W[b, p] = how often problem p is
+drawn in replicate b; each row sums to P) is drawn once per call and shared by every method and
+cell, so comparisons are paired. Replicate means are one matrix product, W @ X / P, for the
+per-problem values X (P, C). CIs are percentile intervals [q_{(1-level)/2}, q_{(1+level)/2}] of
+the replicates (NaN replicates ignored). Nonlinear statistics (multipliers, gaps) are computed on
+every replicate's curves.
+
+Curves: points (compute c_j, accuracy a_j) -> sorted by compute, made monotone by a running max
+(the best accuracy reachable with at most that compute), interpolated linearly in log compute;
+no extrapolation (NaN outside the grid). Inverse C(a): the smallest compute at which the curve
+reaches a (inf if it never does).
+
+Scaling-efficiency multiplier at accuracy level a: m(a) = C_baseline(a) / C_method(a).
+  - default levels: the method's own curve points (the levels it reaches);
+  - a level the baseline never reaches gives the lower bound m(a) >= C_baseline_max / C_method(a),
+    flagged `censored`;
+  - a level at or below the baseline's smallest-compute accuracy is skipped (NaN): there the
+    baseline's compute is only bounded above, so m would be an upper bound;
+  - "up to" = max over levels (a lower bound if any level is censored); its CI is the percentile
+    interval of the maximum recomputed on each replicate. See MAX_WARNING.
+Accuracy gap at equal compute c: abs = 100 (a_m(c) - a_b(c)) points, rel = 100 (a_m(c)/a_b(c) - 1)
+%, at every compute of either grid inside both (fixed from the point estimate), and its max.
+
+verdict(ci, claim, ">="): "supported" if hi >= claim (the CI contains or exceeds the claim);
+"not supported" if hi < claim, unless the estimate is a censored lower bound, which is then
+"inconclusive"; "inconclusive" also for a non-finite CI and, when null_value is given, for a CI
+that reaches down to null_value (the data cannot tell the claim from no effect). "<=" mirrors it.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import warnings
+from typing import Mapping
+
+import numpy as np
+import yaml
+
+MAX_WARNING = ("'up to' is the maximum over accuracy levels: picking the most favourable level "
+               "after seeing the data biases it upward, and its bootstrap CI does not correct for "
+               "that selection; prefer multipliers at fixed, pre-registered levels.")
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def bootstrap_counts(n_problems: int, B: int = 2000, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """(B, P) int32 multinomial counts: row b = how often each problem is drawn in replicate b."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if n_problems < 1 or B < 1:
+        raise ValueError(f"need n_problems >= 1 and B >= 1, got {n_problems}, {B}")
+    idx = rng.integers(0, n_problems, size=(B, n_problems))
+    flat = idx + (np.arange(B)[:, None] * n_problems)
+    return np.bincount(flat.ravel(), minlength=B * n_problems).reshape(B, n_problems).astype(np.int32)
+
+
+class PairedBootstrap:
+    """One shared resampling of P problems; `means(X)` gives replicate means of X (P, ...)."""
+
+    def __init__(self, n_problems: int, B: int = 2000, seed: int | np.random.Generator = 0):
+        self.n_problems, self.B = int(n_problems), int(B)
+        self.counts = bootstrap_counts(n_problems, B, seed)
+        self._w = self.counts.astype(np.float64) / self.n_problems
+
+    def means(self, values) -> np.ndarray:
+        """values (P, ...) -> replicate means (B, ...)."""
+        x = np.asarray(values, dtype=np.float64)
+        if x.shape[0] != self.n_problems:
+            raise ValueError(f"values have {x.shape[0]} problems, the bootstrap has {self.n_problems}")
+        return (self._w @ x.reshape(self.n_problems, -1)).reshape((self.B,) + x.shape[1:])
+
+
+def percentile_ci(reps, level: float = 0.95) -> np.ndarray:
+    """reps (B, ...) -> (2, ...) percentile interval, ignoring NaN replicates (all NaN -> NaN)."""
+    r = np.asarray(reps, dtype=np.float64)
+    r = np.where(np.isfinite(r), r, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices give NaN
+        return np.nanpercentile(r, [50 * (1 - level), 50 * (1 + level)], axis=0)
+
+
+def paired_bootstrap(values: Mapping[str, np.ndarray], B: int = 2000, seed=0, level: float = 0.95) -> dict:
+    """Means and percentile CIs of several methods' per-problem values, one shared resampling.
+
+    values: {name: (P, C)} with the same P problems in the same order for every name.
+    Returns {name: {"mean": (C,), "ci": (2, C), "reps": (B, C)}}.
+    """
+    names = list(values)
+    arrs = [np.asarray(values[k], dtype=np.float64) for k in names]
+    P = {a.shape[0] for a in arrs}
+    if len(P) != 1:
+        raise ValueError(f"all methods need the same problems for a paired bootstrap, got sizes {sorted(P)}")
+    boot = PairedBootstrap(P.pop(), B, seed)
+    out = {}
+    for k, a in zip(names, arrs):
+        reps = boot.means(a)
+        out[k] = {"mean": a.mean(axis=0), "ci": percentile_ci(reps, level), "reps": reps}
+    return out
+
+
+# ----------------------------------------------------------------------------- curves
+def monotone_curve(compute, acc) -> tuple[np.ndarray, np.ndarray]:
+    """(..., M) compute > 0 and accuracy -> (log compute sorted ascending, running max of acc)."""
+    c, a = np.broadcast_arrays(np.asarray(compute, dtype=np.float64), np.asarray(acc, dtype=np.float64))
+    if not (np.isfinite(c).all() and np.isfinite(a).all()):
+        raise ValueError("compute and accuracy must be finite")
+    if (c <= 0).any():
+        raise ValueError("compute must be > 0 (curves are interpolated in log compute)")
+    order = np.argsort(c, axis=-1, kind="stable")
+    x = np.log(np.take_along_axis(c, order, -1))
+    y = np.maximum.accumulate(np.take_along_axis(a, order, -1), axis=-1)
+    return x, y
+
+
+def _gather(v, j):
+    return np.take_along_axis(v, j, axis=-1)
+
+
+def interp_log(x, y, compute_query) -> np.ndarray:
+    """Monotone curve (x = log compute (..., M), y (..., M)) at compute_query (..., Q) -> (..., Q).
+    Linear in log compute; NaN outside [exp(x_0), exp(x_M-1)]."""
+    q = np.log(np.asarray(compute_query, dtype=np.float64))
+    q = np.broadcast_to(q, x.shape[:-1] + q.shape[-1:])
+    M = x.shape[-1]
+    j = np.sum(x[..., None, :] <= q[..., :, None], axis=-1)  # x[j-1] <= q < x[j]
+    i0, i1 = np.clip(j - 1, 0, M - 1), np.clip(j, 0, M - 1)
+    x0, x1, y0, y1 = _gather(x, i0), _gather(x, i1), _gather(y, i0), _gather(y, i1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(x1 > x0, (q - x0) / (x1 - x0), 0.0)
+    out = y0 + frac * (y1 - y0)
+    out = np.where(j == 0, np.nan, out)
+    return np.where((j == M) & (q > x[..., -1:]), np.nan, out)
+
+
+def accuracy_at(compute, acc, compute_query) -> np.ndarray:
+    """Accuracy of the monotone curve through (compute, acc) (..., M) at compute_query (..., Q)."""
+    x, y = monotone_curve(compute, acc)
+    return interp_log(x, y, compute_query)
+
+
+def _reach(x, y, levels):
+    """Inverse of the monotone curve: (compute (..., L), at_start (..., L) bool)."""
+    a = np.broadcast_to(np.asarray(levels, dtype=np.float64), x.shape[:-1] + np.shape(levels)[-1:])
+    M = x.shape[-1]
+    j = np.sum(y[..., None, :] < a[..., :, None], axis=-1)  # first index with y >= a
+    i0, i1 = np.clip(j - 1, 0, M - 1), np.clip(j, 0, M - 1)
+    x0, x1, y0, y1 = _gather(x, i0), _gather(x, i1), _gather(y, i0), _gather(y, i1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(y1 > y0, (a - y0) / (y1 - y0), 0.0)
+    lc = np.where(j == 0, x[..., :1], x0 + frac * (x1 - x0))
+    c = np.where(j == M, np.inf, np.exp(lc))
+    return np.where(np.isnan(a), np.nan, c), j == 0
+
+
+def compute_to_reach(compute, acc, levels) -> np.ndarray:
+    """Smallest compute at which the monotone curve (..., M) reaches each level (..., L); inf if
+    never. A level at or below the first point's accuracy returns the smallest compute."""
+    x, y = monotone_curve(compute, acc)
+    return _reach(x, y, levels)[0]
+
+
+def _multipliers_xy(xb, yb, xm, ym, levels):
+    cm, _ = _reach(xm, ym, levels)
+    cb, b_start = _reach(xb, yb, levels)
+    valid = np.isfinite(cm) & ~b_start
+    censored = valid & np.isinf(cb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = np.where(censored, np.exp(xb[..., -1:]) / cm, cb / cm)
+    return np.where(valid, val, np.nan), censored
+
+
+def multipliers(compute_b, acc_b, compute_m, acc_m, levels=None) -> dict:
+    """m(a) = C_baseline(a) / C_method(a) for curves (..., M_b) and (..., M_m).
+
+    levels: (..., L) accuracies, default the method's monotone curve points. Returns {"levels",
+    "value" (..., L) (NaN where undefined), "censored" (..., L) bool: value is a lower bound}.
+    """
+    xb, yb = monotone_curve(compute_b, acc_b)
+    xm, ym = monotone_curve(compute_m, acc_m)
+    lv = ym if levels is None else np.asarray(levels, dtype=np.float64)
+    val, cen = _multipliers_xy(xb, yb, xm, ym, lv)
+    return {"levels": lv, "value": val, "censored": cen}
+
+
+def _max_over(val, cen):
+    has = np.isfinite(val).any(axis=-1)
+    filled = np.where(np.isfinite(val), val, -np.inf)
+    arg = np.argmax(filled, axis=-1)
+    mx = np.where(has, _gather(filled, arg[..., None])[..., 0], np.nan)
+    return mx, (cen & np.isfinite(val)).any(axis=-1), arg
+
+
+def multiplier_max(compute_b, acc_b, compute_m, acc_m) -> dict:
+    """The "up to" multiplier: max over the method's levels. Returns {"value" (...,), "censored"
+    (...,) (any level censored: the max is a lower bound), "level" (...,)}."""
+    m = multipliers(compute_b, acc_b, compute_m, acc_m)
+    mx, cen, arg = _max_over(m["value"], m["censored"])
+    return {"value": mx, "censored": cen, "level": _gather(m["levels"], arg[..., None])[..., 0]}
+
+
+def accuracy_gap(compute_b, acc_b, compute_m, acc_m, compute_query) -> dict:
+    """Gap at equal compute: {"abs_points": 100 (a_m - a_b), "rel_pct": 100 (a_m/a_b - 1)} (..., Q);
+    NaN outside either grid, rel NaN where a_b = 0."""
+    am = accuracy_at(compute_m, acc_m, compute_query)
+    ab = accuracy_at(compute_b, acc_b, compute_query)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(ab > 0, 100.0 * (am / ab - 1.0), np.nan)
+    return {"abs_points": 100.0 * (am - ab), "rel_pct": rel}
+
+
+def common_grid(compute_b, compute_m) -> np.ndarray:
+    """Sorted union of two compute grids (1-D), restricted to the range both cover."""
+    cb, cm = np.asarray(compute_b, float).ravel(), np.asarray(compute_m, float).ravel()
+    lo, hi = max(cb.min(), cm.min()), min(cb.max(), cm.max())
+    u = np.unique(np.concatenate([cb, cm]))
+    return u[(u >= lo) & (u <= hi)]
+
+
+def _nanmax(v):
+    has = np.isfinite(v).any(axis=-1)
+    return np.where(has, np.max(np.where(np.isfinite(v), v, -np.inf), axis=-1), np.nan)
+
+
+def _est(value, reps, conf, **extra) -> dict:
+    ci = percentile_ci(reps, conf)
+    fin = np.isfinite(np.asarray(reps, float))
+    return {"value": value, "ci": [ci[0], ci[1]], "valid_fraction": float(fin.mean()), **extra}
+
+
+def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=None,
+            level: float = 0.95) -> dict:
+    """Method vs baseline from per-problem cell values, paired by `boot`'s shared resampling.
+
+    acc_m, compute_m: (P, M_m) per-problem accuracy / compute of the method's cells; acc_b,
+    compute_b: (P, M_b) the baseline's. Curves use the means over problems. levels: fixed
+    accuracy levels for multipliers (default the method's point-estimate curve points).
+    Returns plain floats/lists: multiplier_max {value, ci, censored, censored_fraction, level,
+    valid_fraction}, warning, multipliers [{level, value, censored, ci, valid_fraction}], gap
+    {by_compute [{compute, abs_points, rel_pct}], abs_points_max, rel_pct_max, at_max_compute}.
+    valid_fraction = share of replicates where the statistic is defined (its CI uses those).
+    """
+    am, cm, ab, cb = (np.asarray(v, dtype=np.float64) for v in (acc_m, compute_m, acc_b, compute_b))
+    pm = [v.mean(axis=0) for v in (am, cm, ab, cb)]
+    rm = [boot.means(v) for v in (am, cm, ab, cb)]
+    # "up to": recomputed on every replicate with its own levels
+    pmax = multiplier_max(pm[3], pm[2], pm[1], pm[0])
+    rmax = multiplier_max(rm[3], rm[2], rm[1], rm[0])
+    out = {"multiplier_max": _est(float(pmax["value"]), rmax["value"], level,
+                                  censored=bool(pmax["censored"]),
+                                  censored_fraction=float(np.mean(rmax["censored"])),
+                                  level=float(pmax["level"])),
+           "warning": MAX_WARNING}
+    lv = np.asarray(monotone_curve(pm[1], pm[0])[1] if levels is None else levels, dtype=np.float64)
+    lv = np.unique(lv)
+    pmul = multipliers(pm[3], pm[2], pm[1], pm[0], lv)
+    rmul = multipliers(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(lv, (boot.B, len(lv))))
+    ci = percentile_ci(rmul["value"], level)
+    vf = np.isfinite(rmul["value"]).mean(axis=0)
+    out["multipliers"] = [{"level": float(a), "value": float(v), "censored": bool(c),
+                           # no CI where the point estimate is undefined
+                           "ci": [float(ci[0, i]), float(ci[1, i])] if np.isfinite(v) else [None, None],
+                           "valid_fraction": float(vf[i])}
+                          for i, (a, v, c) in enumerate(zip(lv, pmul["value"], pmul["censored"]))]
+    q = common_grid(pm[3], pm[1])
+    gap = {"by_compute": [], "abs_points_max": None, "rel_pct_max": None, "at_max_compute": None}
+    if len(q):
+        pg = accuracy_gap(pm[3], pm[2], pm[1], pm[0], q)
+        rg = accuracy_gap(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(q, (boot.B, len(q))))
+        ca, cr = percentile_ci(rg["abs_points"], level), percentile_ci(rg["rel_pct"], level)
+        gap["by_compute"] = [{"compute": float(c),
+                              "abs_points": {"value": float(pg["abs_points"][i]), "ci": [float(ca[0, i]), float(ca[1, i])]},
+                              "rel_pct": {"value": float(pg["rel_pct"][i]), "ci": [float(cr[0, i]), float(cr[1, i])]}}
+                             for i, c in enumerate(q)]
+        gap["abs_points_max"] = _est(float(_nanmax(pg["abs_points"])), _nanmax(rg["abs_points"]), level)
+        gap["rel_pct_max"] = _est(float(_nanmax(pg["rel_pct"])), _nanmax(rg["rel_pct"]), level)
+        gap["at_max_compute"] = gap["by_compute"][-1]
+    out["gap"] = gap
+    return out
+
+
+# ----------------------------------------------------------------------------- frames
+def cell_matrices(df, value_col: str = "correct", compute_col: str = "compute",
+                  group_cols=("method", "family"), cell_col: str = "cell",
+                  problem_col: str = "problem_id") -> dict:
+    """Pivot a long cell-store frame into paired per-problem matrices, one per group.
+
+    df: one row per (group..., cell, problem). Returns {"problems": [...], "groups": {group_key:
+    {"cells": [...], "acc": (P, C), "compute": (P, C)}}} with one problem order for all groups.
+    Raises ValueError on duplicate rows or a problem missing from any (group, cell): a paired
+    comparison needs every problem everywhere.
+    """
+    key = list(group_cols) + [cell_col, problem_col]
+    dup = df.duplicated(key, keep=False)
+    if dup.any():
+        raise ValueError(f"duplicate rows for {df.loc[dup, key].drop_duplicates().head(5).to_dict('records')}")
+    problems = sorted(df[problem_col].unique().tolist())
+    groups = {}
+    for gk, sub in df.groupby(list(group_cols), sort=True):
+        acc = sub.pivot(index=problem_col, columns=cell_col, values=value_col).reindex(problems)
+        comp = sub.pivot(index=problem_col, columns=cell_col, values=compute_col).reindex(problems)
+        missing = acc.isna()
+        if missing.any().any():
+            bad = [(p, c) for p, c in zip(*np.nonzero(missing.to_numpy()))][:5]
+            raise ValueError(f"group {gk}: missing (problem, cell) rows, e.g. "
+                             f"{[(problems[p], acc.columns[c]) for p, c in bad]}")
+        groups[gk] = {"cells": acc.columns.tolist(), "acc": acc.to_numpy(float), "compute": comp.to_numpy(float)}
+    return {"problems": problems, "groups": groups}
+
+
+# ----------------------------------------------------------------------------- claims
+def verdict(ci, claim_value: float, direction: str = ">=", censored: bool = False,
+            null_value: float | None = None) -> str:
+    """"supported" / "not supported" / "inconclusive" for a measured CI against a claim.
+
+    direction ">=": the claim is that the true value is at least claim_value. censored: the
+    measured value is a lower bound on the truth. Rules in the module docstring.
+    """
+    lo, hi = (float(v) if v is not None else float("nan") for v in ci)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        return "inconclusive"
+    if direction == ">=":
+        if hi >= claim_value:
+            return "inconclusive" if null_value is not None and lo <= null_value else "supported"
+        return "inconclusive" if censored else "not supported"
+    if direction == "<=":
+        if lo > claim_value:
+            return "not supported"
+        if censored:
+            return "inconclusive"
+        return "inconclusive" if null_value is not None and hi >= null_value else "supported"
+    raise ValueError(f"direction must be '>=' or '<=', got {direction!r}")
+
+
+_CLAIM_KEYS = {"id", "description", "value", "unit", "statistic", "metric", "benchmark",
+               "direction", "null_value", "source"}
+
+
+def load_claims() -> list[dict]:
+    """The published claims from spiral_bench/baselines/published.yaml, validated."""
+    text = importlib.resources.files("spiral_bench.baselines").joinpath("published.yaml").read_text()
+    doc = yaml.safe_load(text)
+    claims = doc.get("claims") if isinstance(doc, dict) else None
+    if not isinstance(claims, list) or not claims:
+        raise ValueError("published.yaml: expected a non-empty 'claims' list")
+    for i, c in enumerate(claims):
+        missing, extra = _CLAIM_KEYS - set(c), set(c) - _CLAIM_KEYS
+        if missing or extra:
+            raise ValueError(f"published.yaml claims[{i}]: missing {sorted(missing)}, unknown {sorted(extra)}")
+        if c["direction"] not in (">=", "<="):
+            raise ValueError(f"published.yaml claims[{i}].direction: {c['direction']!r}")
+    return claims

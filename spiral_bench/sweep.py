@@ -1,0 +1,377 @@
+"""Budget grids, pooled evaluation and a resumable cell store.
+
+A `BudgetGrid` (YAML, strict) crosses the sequential axis (max new tokens L per trace), the
+parallel axis (k traces) and the aggregative axis (none -> pass@k, majority -> maj@k, aggregate
+with a set size, rsa with N, K and a list of T), over `problems` problems and replicate `seeds`.
+Presets live in `spiral_bench/presets/*.yaml`; `load_grid(name_or_path)` reads either.
+
+Pooled evaluation (per method, replicate r and L): ONE pool of N_max traces per problem, with
+N_max = max(parallel k's if none/majority, aggregate n's, rsa N's), drawn with the scaffolds'
+layer-0 seed (`derive_seed(rseed, "search", 0, problem.id)`, rseed = replicate_seed(seed, r)), so
+its first n traces ARE the search layer of any scaffold run with n <= N_max. Then, without new
+sampling, every k gets pass@k and maj@k from `spiral_bench.estimators` (exact expectation over
+k-subsets of the pool) with compute `compute.expected_subset_compute`; aggregate cells sample only
+their aggregation trace (candidates = the first n pool traces); rsa runs once to the largest T,
+its initial population the first N pool traces, and gives the cells of every T on the way
+(family "rsa": population accuracy at step T; "rsa_maj": majority vote of that population).
+Records equal what `scaffolds.aggregate/rsa(..., seed=rseed)` return on a fresh run.
+
+Cell store under out_dir (all files written atomically: temp file, fsync, os.replace):
+  cells/<method>/<cell id>.parquet   one file per finished cell, one row per problem, columns
+      CELL_COLUMNS: method, cell, family, max_tokens, k (traces at layer 0), set_size (aggregate
+      set size / rsa K, else 0), steps (rsa T, aggregate 1, else 0), pool_size (N_max for
+      pass@k/maj@k, else 0), replicate, problem_id, correct (in [0, 1]), prompt_tokens,
+      generated_tokens, max_token_budget, flops (floats; pooled cells hold expectations)
+  work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples)
+  work/<method>/rsa_L<L>_N<N>_K<K>_r<r>/step<t>.parquet   every finished RSA step's population
+  manifests/<method>.json   task, problems, seed, sampling: a resume with other values is an error
+  cells.parquet             every method's cells together, rewritten at the end of each sweep
+A killed sweep started again skips finished cells, reloads pools and RSA steps, and produces
+exactly the rows an uninterrupted run would. One process per method at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import estimators
+from .backends.base import Request, Sample, SamplingConfig, derive_seed
+from .compute import Compute, expected_subset_compute, request_compute
+from .config import ConfigError, build, load_yaml, option, to_dict
+from .scaffolds import aggregate, layer_summary, rsa_step
+
+PRESET_DIR = Path(__file__).with_name("presets")
+KINDS = ("none", "majority", "aggregate", "rsa")
+CELL_COLUMNS = ["method", "cell", "family", "max_tokens", "k", "set_size", "steps", "pool_size", "replicate",
+                "problem_id", "correct", "prompt_tokens", "generated_tokens", "max_token_budget", "flops"]
+POOL_COLUMNS = ["problem_id", "j", "text", "prompt_tokens", "completion_tokens", "finish_reason", "key", "reward"]
+_METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+# ------------------------------------------------------------------------------------ grids
+@dataclasses.dataclass(frozen=True)
+class AggregativeSpec:
+    """One point of the aggregative axis."""
+
+    kind: str = option("none", help="none (pass@k), majority (maj@k), aggregate (one aggregation "
+                                    "trace over set_size of n candidates) or rsa.", choices=KINDS)
+    set_size: int = option(4, help="aggregate: candidates shown to the aggregation trace.", min=1)
+    n: tuple[int, ...] = option((), help="aggregate: candidate counts n, one cell each (empty = [set_size]).", min=1)
+    population: int = option(8, help="rsa: population size N.", min=1)
+    subset: int = option(4, help="rsa: subset size K each member aggregates.", min=1)
+    steps: tuple[int, ...] = option((1,), help="rsa: the step counts T, one cell each (one run to the largest).", min=1)
+
+    def validate(self) -> None:
+        if self.kind == "aggregate" and any(n < self.set_size for n in self.ns):
+            raise ConfigError(f"n: {list(self.n)} has a value below set_size={self.set_size}")
+        if self.kind == "rsa":
+            if self.subset > self.population:
+                raise ConfigError(f"subset: {self.subset} exceeds population={self.population}")
+            if not self.steps or len(set(self.steps)) != len(self.steps):
+                raise ConfigError(f"steps: {list(self.steps)} must be a non-empty list without repeats")
+
+    @property
+    def ns(self) -> tuple[int, ...]:
+        return self.n or (self.set_size,)
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetGrid:
+    """Which inference budgets to evaluate (see module doc)."""
+
+    name: str = option("custom", help="Grid name (presets: smoke, default, paper).")
+    sequential: tuple[int, ...] = option((32,), help="Max new tokens per trace (every trace of a cell).", min=1)
+    parallel: tuple[int, ...] = option((1,), help="k values for pass@k / maj@k, all from one pool.", min=1)
+    aggregative: tuple[AggregativeSpec, ...] = option(
+        default_factory=lambda: (AggregativeSpec("none"),), help="Aggregative axis: a list of specs.")
+    problems: int = option(100, help="How many problems the caller draws (`select_problems`).", min=1)
+    seeds: tuple[int, ...] = option((0,), help="Replicate seeds; each has its own pools and cells.")
+    aggregation_template: str | None = option(None, help="Aggregation prompt template; None = the task's.")
+    maj_method: str = option("auto", help="maj@k estimator: exact, mc (Monte Carlo subsets) or auto.",
+                             choices=("auto", "exact", "mc"))
+    mc_subsets: int = option(20_000, help="Monte Carlo subsets per problem when maj@k uses mc.", min=1)
+
+    def validate(self) -> None:
+        for field in ("sequential", "parallel", "seeds"):
+            v = getattr(self, field)
+            if not v or len(set(v)) != len(v):
+                raise ConfigError(f"{field}: {list(v)} must be a non-empty list without repeats")
+        if not self.aggregative:
+            raise ConfigError("aggregative: the list is empty; use [{kind: none}] for pass@k only")
+
+    @property
+    def pool_size(self) -> int:
+        """N_max: traces per problem in each pool."""
+        need = [0]
+        for a in self.aggregative:
+            need += list(self.parallel) if a.kind in ("none", "majority") else \
+                list(a.ns) if a.kind == "aggregate" else [a.population]
+        return max(need)
+
+
+def load_grid(name_or_path: str | Path, overrides: dict | None = None) -> BudgetGrid:
+    """A preset name (smoke, default, paper) or a YAML path -> a validated BudgetGrid."""
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") or p.exists()):
+        p = PRESET_DIR / f"{name_or_path}.yaml"
+        if not p.exists():
+            names = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+            raise ConfigError(f"budget grid {str(name_or_path)!r} is neither a preset ({', '.join(names)}) nor a YAML file")
+    try:
+        return load_yaml(BudgetGrid, p, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"budget grid {p}: {e}") from None
+
+
+def select_problems(task, grid: BudgetGrid, split: str = "test", seed: int = 0):
+    """The grid's number of problems from a task (deterministic)."""
+    return task.problems(split, n=grid.problems, seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    family: str          # pass@k, maj@k, aggregate, rsa, rsa_maj
+    max_tokens: int
+    k: int
+    set_size: int
+    steps: int
+    pool_size: int
+    replicate: int
+
+    @property
+    def id(self) -> str:
+        fam = self.family.replace("@", "_at_")
+        return (f"{fam}__L{self.max_tokens}_k{self.k}_s{self.set_size}_T{self.steps}_N{self.pool_size}"
+                f"_r{self.replicate}")
+
+
+def grid_cells(grid: BudgetGrid) -> list[Cell]:
+    """Every cell of the grid, in run order (replicate, L, then pooled / aggregate / rsa)."""
+    out, N = [], grid.pool_size
+    for r in grid.seeds:
+        for L in grid.sequential:
+            for a in grid.aggregative:
+                if a.kind in ("none", "majority"):
+                    fam = "pass@k" if a.kind == "none" else "maj@k"
+                    out += [Cell(fam, L, k, 0, 0, N, r) for k in grid.parallel]
+                elif a.kind == "aggregate":
+                    out += [Cell("aggregate", L, n, a.set_size, 1, 0, r) for n in a.ns]
+                else:
+                    for T in sorted(a.steps):
+                        out += [Cell(f, L, a.population, a.subset, T, 0, r) for f in ("rsa", "rsa_maj")]
+    return list(dict.fromkeys(out))
+
+
+def trace_counts(grid: BudgetGrid) -> dict:
+    """Traces and max-token budget per problem: pooled sweep vs sampling every cell on its own.
+
+    naive: pass@k / maj@k cell k traces; aggregate (n) n + 1; rsa (N, T) N + T*N (rsa and rsa_maj
+    are one cell: the same run gives both). pooled: per (replicate, L) N_max pool traces + one
+    aggregation trace per aggregate cell + N * max(T) per rsa spec. Budgets weight traces by L.
+    """
+    naive = pooled = naive_b = pooled_b = 0
+    for c in grid_cells(grid):
+        if c.family == "rsa_maj":
+            continue
+        t = c.k if c.family in ("pass@k", "maj@k") else c.k + 1 if c.family == "aggregate" else c.k * (1 + c.steps)
+        naive, naive_b = naive + t, naive_b + t * c.max_tokens
+    for _ in grid.seeds:
+        for L in grid.sequential:
+            t = grid.pool_size
+            for a in grid.aggregative:
+                t += len(a.ns) if a.kind == "aggregate" else a.population * max(a.steps) if a.kind == "rsa" else 0
+            pooled, pooled_b = pooled + t, pooled_b + t * L
+    return {"naive_traces": naive, "pooled_traces": pooled, "naive_budget": naive_b, "pooled_budget": pooled_b}
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """Run seed of replicate r (what scaffolds get as `seed`)."""
+    return derive_seed("sweep", seed, replicate)
+
+
+# ------------------------------------------------------------------------------ files
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    _atomic_write(Path(path), lambda f: df.to_parquet(f, index=False))
+
+
+def _samples_frame(problems, pops: Sequence[Sequence[Sample]]) -> pd.DataFrame:
+    rows = [(p.id, j, s.text, s.prompt_tokens, s.completion_tokens, s.finish_reason)
+            for p, pop in zip(problems, pops) for j, s in enumerate(pop)]
+    return pd.DataFrame(rows, columns=POOL_COLUMNS[:6])
+
+
+def _frame_samples(df: pd.DataFrame, problems, n: int | None = None) -> list[list[Sample]] | None:
+    """Per-problem Samples (no token ids/log-probs) from a saved frame; None if it does not fit."""
+    groups = {pid: g.sort_values("j") for pid, g in df.groupby("problem_id", sort=False)}
+    out = []
+    for p in problems:
+        g = groups.get(p.id)
+        if g is None or (n is not None and len(g) < n):
+            return None
+        out.append([Sample(t, [], [], int(pt), int(ct), fr) for t, pt, ct, fr in
+                    zip(g["text"], g["prompt_tokens"], g["completion_tokens"], g["finish_reason"])][:n])
+    return out
+
+
+def _manifest(path: Path, content: dict) -> None:
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(content) if old.get(k) != content.get(k))
+        if diff:
+            raise ValueError(f"{path}: this sweep differs from the stored one in {diff}; "
+                             f"use another out_dir or method name")
+        return
+    _atomic_write(path, lambda f: f.write(json.dumps(content, indent=1, sort_keys=True).encode()))
+
+
+def load_cells(out_dir: str | Path) -> pd.DataFrame:
+    """Every finished cell of every method under out_dir, as one frame (CELL_COLUMNS)."""
+    files = sorted(Path(out_dir).glob("cells/*/*.parquet"))
+    if not files:
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+# ------------------------------------------------------------------------------ the sweep
+def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute]) -> pd.DataFrame:
+    d = dataclasses.asdict(cell)
+    return pd.DataFrame({
+        "method": method, "cell": cell.id, "family": cell.family, "max_tokens": cell.max_tokens, "k": cell.k,
+        "set_size": cell.set_size, "steps": cell.steps, "pool_size": d["pool_size"], "replicate": cell.replicate,
+        "problem_id": [p.id for p in problems], "correct": np.asarray(correct, dtype=np.float64),
+        "prompt_tokens": [c.prompt_tokens for c in computes], "generated_tokens": [c.generated_tokens for c in computes],
+        "max_token_budget": [c.max_token_budget for c in computes], "flops": [c.flops for c in computes]},
+        columns=CELL_COLUMNS)
+
+
+def _get_pool(backend, task, problems, sampling, n, rseed, path: Path) -> pd.DataFrame:
+    if path.exists():
+        df = pd.read_parquet(path)
+        if _frame_samples(df, problems, n) is not None and df.groupby("problem_id").size().min() == n:
+            return df
+    reqs = [Request(task.prompt(p), n=n, seed=derive_seed(rseed, "search", 0, p.id), max_new_tokens=sampling.max_new_tokens)
+            for p in problems]
+    pops = backend.generate(reqs, sampling)
+    df = _samples_frame(problems, pops)
+    ans = [task.extract(t) for t in df["text"]]
+    df["key"] = [task.canonical(a) for a in ans]
+    by_id = {p.id: p for p in problems}
+    df["reward"] = [float(task.reward(by_id[pid], t)) for pid, t in zip(df["problem_id"], df["text"])]
+    write_parquet(df, path)
+    return pd.read_parquet(path)
+
+
+def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_dir: str | Path,
+              seed: int = 0, progress: bool = True, sampling: SamplingConfig | None = None) -> pd.DataFrame:
+    """Run (or resume) every cell of `grid` for one method (a checkpoint label); returns its rows.
+
+    problems: used exactly as given (see `select_problems`); sampling: temperature etc. (its
+    max_new_tokens is replaced by each L of the grid). See the module doc for the files.
+    """
+    from tqdm.auto import tqdm
+
+    grid = load_grid(grid) if isinstance(grid, (str, Path)) else grid
+    if not _METHOD_RE.match(method):
+        raise ValueError(f"method {method!r}: use letters, digits and . _ + - (it names folders)")
+    problems = list(problems)
+    if len({p.id for p in problems}) != len(problems):
+        raise ValueError("problem ids must be unique")
+    out = Path(out_dir)
+    cdir, wdir = out / "cells" / method, out / "work" / method
+    sampling = sampling or SamplingConfig()
+    info = backend.model_info()
+    ident = hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest()[:16]
+    base_sampling = {k: v for k, v in to_dict(sampling).items() if k not in ("max_new_tokens", "batch_size")}
+    _manifest(out / "manifests" / f"{method}.json",
+              {"task": getattr(task, "name", type(task).__name__), "problems": ident, "seed": seed,
+               "sampling": base_sampling, "aggregation_template": grid.aggregation_template,
+               "maj_method": grid.maj_method, "mc_subsets": grid.mc_subsets})
+    for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
+        stale.unlink(missing_ok=True)
+
+    cells = grid_cells(grid)
+    done = lambda c: (cdir / f"{c.id}.parquet").exists()  # noqa: E731
+    bar = tqdm(total=len(cells), desc=f"sweep {method}", disable=not progress)
+    bar.update(sum(done(c) for c in cells))
+
+    def finish(cell, correct, computes):
+        write_parquet(_rows(method, cell, problems, correct, computes), cdir / f"{cell.id}.parquet")
+        bar.update(1)
+
+    N = grid.pool_size
+    for r in grid.seeds:
+        rseed = replicate_seed(seed, r)
+        for L in grid.sequential:
+            todo = [c for c in cells if c.replicate == r and c.max_tokens == L and not done(c)]
+            if not todo:
+                continue
+            samp = dataclasses.replace(sampling, max_new_tokens=L)
+            pool = _get_pool(backend, task, problems, samp, N, rseed, wdir / f"pool_L{L}_r{r}.parquet")
+            samples = _frame_samples(pool, problems, N)
+            by = {pid: g.sort_values("j") for pid, g in pool.groupby("problem_id", sort=False)}
+            rewards = np.array([by[p.id]["reward"].to_numpy() for p in problems])        # (P, N)
+            keys = [[k if isinstance(k, str) else None for k in by[p.id]["key"]] for p in problems]  # null -> None
+            pooled = [c for c in todo if c.family in ("pass@k", "maj@k")]
+            if pooled:
+                ks = sorted({c.k for c in pooled})
+                est = {"pass@k": estimators.pass_at_k_pool(rewards, ks) if any(c.family == "pass@k" for c in pooled) else None,
+                       "maj@k": estimators.maj_at_k(keys, rewards, ks, method=grid.maj_method, mc_subsets=grid.mc_subsets,
+                                                    seed=derive_seed(rseed, "maj@k", L) % 2**32)
+                       if any(c.family == "maj@k" for c in pooled) else None}
+                for c in pooled:
+                    comp = [expected_subset_compute(s[0].prompt_tokens, [x.completion_tokens for x in s], c.k, L, info)
+                            for s in samples]
+                    finish(c, est[c.family][:, ks.index(c.k)], comp)
+            for c in (c for c in todo if c.family == "aggregate"):
+                recs = aggregate(backend, task, problems, samp, n=c.k, set_size=c.set_size,
+                                 template=grid.aggregation_template, seed=rseed, candidates=samples)
+                finish(c, [x.correct for x in recs], [x.compute for x in recs])
+            for (Np, K) in dict.fromkeys((c.k, c.set_size) for c in todo if c.family.startswith("rsa")):
+                mine = [c for c in todo if c.family.startswith("rsa") and (c.k, c.set_size) == (Np, K)]
+                _run_rsa(backend, task, problems, samp, [s[:Np] for s in samples], K, mine, grid, rseed, info,
+                         wdir / f"rsa_L{L}_N{Np}_K{K}_r{r}", finish)
+    bar.close()
+    mine = pd.concat([pd.read_parquet(cdir / f"{c.id}.parquet") for c in cells], ignore_index=True)
+    write_parquet(load_cells(out), out / "cells.parquet")
+    return mine
+
+
+def _run_rsa(backend, task, problems, sampling, pop0, K, cells, grid, rseed, info, wdir: Path, finish) -> None:
+    """RSA to the largest unfinished T; each step's population saved, each T's cells written on the way."""
+    L = sampling.max_new_tokens
+    comp = [request_compute(s[0].prompt_tokens, [x.completion_tokens for x in s], L, info) for s in pop0]
+    pops = pop0
+    for t in range(1, max(c.steps for c in cells) + 1):
+        path = wdir / f"step{t}.parquet"
+        loaded = _frame_samples(pd.read_parquet(path), problems, len(pop0[0])) if path.exists() else None
+        if loaded is None:
+            new, _ = rsa_step(backend, task, problems, sampling, pops, t, subset=K,
+                              template=grid.aggregation_template, seed=rseed)
+            write_parquet(_samples_frame(problems, new), path)
+            loaded = _frame_samples(pd.read_parquet(path), problems, len(pop0[0]))
+        pops = loaded
+        layers = [layer_summary(task, p, pop, Compute.total(
+                      request_compute(s.prompt_tokens, [s.completion_tokens], L, info) for s in pop),
+                      derive_seed(rseed, "rsa", t, p.id, "tie"), t) for p, pop in zip(problems, pops)]
+        comp = [a + lay["compute"] for a, lay in zip(comp, layers)]
+        for c in cells:
+            if c.steps == t:
+                finish(c, [lay["accuracy" if c.family == "rsa" else "majority_correct"] for lay in layers], comp)

@@ -1,0 +1,498 @@
+"""Safe grading helpers shared by every task: bounded parsing, number normalisation, math-verify.
+
+Model output is hostile input. Nothing here calls eval/exec, and every function that reads a
+completion bounds its work first:
+
+- `tail(text)`: non-strings become "", and only the last `MAX_TAIL` (4,096) characters are kept.
+- `parse_arith(text, ...)`: a recursive-descent parser/evaluator for `+ - * /` and parentheses
+  over ASCII integers, with exact `Fraction` arithmetic. Grammar (standard precedence, left
+  associative):  expr := term (('+'|'-') term)* ;  term := factor (('*'|'/') factor)* ;
+  factor := INT | '(' expr ')' | '-' factor (only if allow_unary).  Bounds: input length,
+  nesting depth (parentheses and unary minus), digits per literal, |value| of every
+  intermediate result; `^` and `**` are rejected; division by zero and (if `integer_only`) a
+  non-integer intermediate result are errors. Raises `ExprError`; `safe_arith` returns None.
+- `parse_number(text)`: numeric normalisation of an answer string to a `Fraction`: strips
+  `\\boxed{}`, `$...$`, `\\$`, `%`, `\\!`, `{,}`, `\\text{units}`, trailing plain-word units
+  ("18 dollars"), a leading "x =" / "answer:"; accepts `-1,234.50`, `3/4`, `\\frac{a}{b}`,
+  `\\dfrac12`. Only ASCII digits count: unicode digits (Arabic-Indic, full-width,
+  superscripts) make the answer non-matching (None).
+- `answer_region(text)`: the final-answer region of a free-form completion, in priority order:
+  the last `\\boxed{...}`/`\\fbox{...}`, the text after the last "####", after the last
+  "answer is"/"answer:", else the last number.
+- `math_equal(gold, pred)` / `math_canonical(answer)`: math-verify (`parse` + `verify`) on the
+  extracted region, run under `run_with_timeout` with math-verify's own signal timeouts turned
+  off. Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
+  sympy compute something huge (long text, deep nesting, power towers or powers of powers,
+  exponents or factorials/binomials of big literals, sums/products/integrals/limits,
+  control or non-ASCII digit characters). Never raises; a timeout or an error is "not equal".
+- `run_with_timeout(fn, limit, default)`: on the main thread, a SIGALRM interval timer raises a
+  BaseException subclass inside `fn` (so `except Exception` in library code cannot swallow it)
+  and is re-armed every 50 ms until `fn` has stopped; on any other thread (or without SIGALRM),
+  `fn` runs in a daemon thread that is abandoned after `limit` seconds (the caller gets
+  `default` on time; the abandoned thread may keep a CPU busy until it finishes, which the
+  input guards keep short). Nested calls on the main thread run under the outer deadline.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+import time
+import unicodedata
+from fractions import Fraction
+from functools import lru_cache
+from typing import Any, Callable
+
+MAX_TAIL = 4096          # characters of a completion that graders look at (the end)
+MAX_REGION = 400         # characters of an answer region
+MAX_NUMBER_DIGITS = 40   # digits of a number answer
+MATH_TIMEOUT_S = 0.75    # wall-clock limit of one math-verify comparison (gold parse included)
+
+_ASCII_NUM = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|[+-]?\.[0-9]+", re.ASCII)
+
+
+def tail(text: Any, n: int = MAX_TAIL) -> str:
+    """The last `n` characters of `text` ('' for non-strings)."""
+    return text[-n:] if isinstance(text, str) else ""
+
+
+# --- bounded arithmetic parser ------------------------------------------------------------
+class ExprError(ValueError):
+    """A malformed, unsafe or invalid arithmetic expression."""
+
+
+class _Parser:
+    def __init__(self, text, max_depth, max_digits, allow_unary, integer_only, max_abs):
+        self.s, self.i, self.depth = text, 0, 0
+        self.max_depth, self.max_digits, self.max_abs = max_depth, max_digits, max_abs
+        self.allow_unary, self.integer_only = allow_unary, integer_only
+        self.numbers: list[int] = []
+
+    def peek(self) -> str:
+        while self.i < len(self.s) and self.s[self.i] in " \t":
+            self.i += 1
+        return self.s[self.i] if self.i < len(self.s) else ""
+
+    def check(self, v: Fraction) -> Fraction:
+        if abs(v) > self.max_abs:
+            raise ExprError("intermediate result too large")
+        if self.integer_only and v.denominator != 1:
+            raise ExprError(f"non-integer intermediate result {v}")
+        return v
+
+    def expr(self) -> Fraction:
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.s[self.i]
+            self.i += 1
+            w = self.term()
+            v = self.check(v + w if op == "+" else v - w)
+        return v
+
+    def term(self) -> Fraction:
+        v = self.factor()
+        while self.peek() in ("*", "/"):
+            op = self.s[self.i]
+            self.i += 1
+            if self.peek() == "*":
+                raise ExprError("exponentiation is not allowed")
+            w = self.factor()
+            if op == "*":
+                v = self.check(v * w)
+            else:
+                if w == 0:
+                    raise ExprError("division by zero")
+                v = self.check(v / w)
+        return v
+
+    def enter(self):
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise ExprError("expression nested too deeply")
+
+    def factor(self) -> Fraction:
+        c = self.peek()
+        if c == "(":
+            self.i += 1
+            self.enter()
+            v = self.expr()
+            if self.peek() != ")":
+                raise ExprError("missing ')'")
+            self.i += 1
+            self.depth -= 1
+            return v
+        if c == "-" and self.allow_unary:
+            self.i += 1
+            self.enter()
+            v = -self.factor()
+            self.depth -= 1
+            return v
+        j = self.i
+        while j < len(self.s) and "0" <= self.s[j] <= "9":
+            j += 1
+        if j == self.i:
+            raise ExprError(f"expected a number at position {self.i}")
+        if j - self.i > self.max_digits:
+            raise ExprError("number has too many digits")
+        n = int(self.s[self.i:j])
+        self.i = j
+        self.numbers.append(n)
+        return self.check(Fraction(n))
+
+
+def parse_arith(text: str, *, max_len: int = 256, max_depth: int = 16, max_digits: int = 12,
+                allow_unary: bool = True, integer_only: bool = False,
+                max_abs: int = 10 ** 40) -> tuple[Fraction, list[int]]:
+    """Evaluate `text` exactly; return (value, integer literals in order). Raises ExprError."""
+    if not isinstance(text, str):
+        raise ExprError("not a string")
+    if len(text) > max_len:
+        raise ExprError(f"expression longer than {max_len} characters")
+    if "^" in text or "**" in text:
+        raise ExprError("exponentiation is not allowed")
+    bad = set(text) - set("0123456789+-*/() \t")
+    if bad:
+        raise ExprError(f"unexpected characters {sorted(bad)[:5]!r}")
+    p = _Parser(text, max_depth, max_digits, allow_unary, integer_only, max_abs)
+    v = p.expr()
+    if p.peek():
+        raise ExprError(f"unexpected {p.peek()!r} at position {p.i}")
+    return v, p.numbers
+
+
+def safe_arith(text: str, **kw) -> Fraction | None:
+    """`parse_arith(text, **kw)[0]`, or None when the expression is malformed/unsafe/invalid."""
+    try:
+        return parse_arith(text, **kw)[0]
+    except (ExprError, RecursionError):
+        return None
+
+
+def format_fraction(v: Fraction) -> str:
+    """'12', '-3', '1/2': the canonical text of an exact number."""
+    return str(v.numerator) if v.denominator == 1 else f"{v.numerator}/{v.denominator}"
+
+
+# --- numeric normalisation ----------------------------------------------------------------
+def _has_foreign_digits(s: str) -> bool:
+    return any(ch.isdigit() and not ("0" <= ch <= "9") for ch in s) or \
+        any(unicodedata.category(ch)[0] == "C" and ch not in "\n\t" for ch in s)
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (balanced braces, bounded), or
+    `\\boxed 5` without braces; None if absent or unbalanced."""
+    text = tail(text)
+    k = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if k < 0:
+        return None
+    j = k + (6 if text.startswith("\\boxed", k) else 5)
+    if j < len(text) and text[j] == " ":
+        m = re.match(r" +([^\s$]{1,%d})" % MAX_REGION, text[j:])
+        return m.group(1) if m else None
+    if j >= len(text) or text[j] != "{":
+        return None
+    depth = 0
+    for e in range(j, min(len(text), j + MAX_REGION + 2)):
+        if text[e] == "{":
+            depth += 1
+        elif text[e] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[j + 1:e]
+    return None
+
+
+def answer_region(text: str) -> str | None:
+    """The final-answer region of a completion (see module doc), bounded to MAX_REGION chars."""
+    text = tail(text)
+    if not text:
+        return None
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed.strip()[:MAX_REGION]
+    k = text.rfind("####")
+    if k >= 0:
+        return text[k + 4:].split("\n", 1)[0].strip()[:MAX_REGION]
+    low = text.lower()
+    k = max(low.rfind("answer is"), low.rfind("answer:"))
+    if k >= 0:
+        region = text[k:].split("\n", 1)[0]
+        region = region[region.find(":") + 1:] if region.lower().startswith("answer:") else region[9:]
+        region = region.strip().lstrip(":").strip().rstrip(".").strip()
+        if region.startswith("$") and region.count("$") >= 2:
+            region = region[1:region.index("$", 1)]
+        return region[:MAX_REGION] or None
+    nums = list(_ASCII_NUM.finditer(text))
+    return nums[-1].group(0) if nums else None
+
+
+_UNITS = re.compile(r"^(.*?[0-9])\s*[A-Za-z][A-Za-z.\- ]*$", re.ASCII | re.S)
+
+
+def _strip_wrappers(s: str) -> str:
+    s = s.strip()
+    for _ in range(3):
+        b = last_boxed(s) if ("\\boxed" in s or "\\fbox" in s) else None
+        if b is not None:
+            s = b.strip()
+        if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+            s = s.strip("$").strip()
+        for a, b2 in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("{,}", ","), ("\\,", ""),
+                      ("\\$", ""), ("\\%", ""), ("%", ""), ("$", ""), ("\\dfrac", "\\frac"),
+                      ("\\tfrac", "\\frac")):
+            s = s.replace(a, b2)
+        s = re.sub(r"\\(?:text|mbox|mathrm|textbf)\{[^{}]*\}", " ", s).strip()
+        s = re.sub(r"\^\s*\{?\\circ\}?", "", s).strip()
+        s = s.rstrip(".").strip()
+    if "=" in s:  # "x = 3" -> "3"
+        s = s.rsplit("=", 1)[1].strip()
+    return s
+
+
+def parse_number(text: Any) -> Fraction | None:
+    """Normalise an answer string to an exact number, or None (see module doc)."""
+    if not isinstance(text, str) or len(text) > MAX_REGION or _has_foreign_digits(text):
+        return None
+    s = _strip_wrappers(text)
+    m = _UNITS.match(s)
+    if m:
+        s = m.group(1).strip()
+    m = re.fullmatch(r"\\frac\s*(?:\{\s*([+-]?[0-9]+)\s*\}|([0-9]))\s*(?:\{\s*([0-9]+)\s*\}|([0-9]))", s,
+                     re.ASCII)
+    if m:
+        num, den = int(m.group(1) or m.group(2)), int(m.group(3) or m.group(4))
+        return Fraction(num, den) if den else None
+    m = re.fullmatch(r"([+-]?[0-9]{1,%d})\s*/\s*([0-9]{1,%d})" % (MAX_NUMBER_DIGITS, MAX_NUMBER_DIGITS), s, re.ASCII)
+    if m:
+        den = int(m.group(2))
+        return Fraction(int(m.group(1)), den) if den else None
+    if _ASCII_NUM.fullmatch(s) and sum(ch.isdigit() for ch in s) <= MAX_NUMBER_DIGITS:
+        return Fraction(s.replace(",", ""))
+    return None
+
+
+def extract_number(text: Any) -> Fraction | None:
+    """The final number of a free-form completion (GSM8K style): normalise `answer_region`;
+    if the region is not a plain number, fall back to the first number inside it."""
+    region = answer_region(text)
+    if region is None:
+        return None
+    v = parse_number(region)
+    if v is None and not _has_foreign_digits(region):
+        m = _ASCII_NUM.search(region.replace("{,}", ",").replace("\\!", ""))
+        v = parse_number(m.group(0)) if m else None
+    return v
+
+
+# --- time limits --------------------------------------------------------------------------
+class _Deadline(BaseException):
+    """Raised inside a timed call on the main thread; BaseException so `except Exception` in
+    library code does not swallow it."""
+
+
+_TIMER = {"active": False}
+
+
+def _on_alarm(signum, frame):
+    if _TIMER["active"]:
+        raise _Deadline()
+
+
+def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -> Any:
+    """`fn()`, or `default` when it raises or runs past `limit` seconds (see module doc)."""
+    on_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if on_main and _TIMER["active"]:  # nested: the outer deadline applies
+        return fn()
+    if not on_main:
+        box: list = []
+
+        def work():
+            try:
+                box.append(fn())
+            except BaseException:  # noqa: BLE001 - a grader never raises
+                pass
+        t = threading.Thread(target=work, daemon=True, name="grader-timeout")
+        t.start()
+        t.join(limit)
+        return box[0] if box else default
+    result, start = default, time.monotonic()
+    prev_handler = signal.signal(signal.SIGALRM, _on_alarm)
+    prev_timer = signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
+    _TIMER["active"] = True
+    try:
+        result = fn()
+    except _Deadline:
+        result = default
+    except Exception:  # noqa: BLE001
+        result = default
+    finally:
+        for _ in range(100):  # a late alarm may interrupt the clean-up itself: retry it
+            try:
+                _TIMER["active"] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, prev_handler)
+                if prev_timer[0] > 0:  # someone else's timer: give back what is left of it
+                    signal.setitimer(signal.ITIMER_REAL,
+                                     max(prev_timer[0] - (time.monotonic() - start), 1e-3), prev_timer[1])
+                break
+            except _Deadline:
+                continue
+    return result
+
+
+# --- math-verify ----------------------------------------------------------------------------
+_BIG_FACT = re.compile(r"(?:[0-9]{4,}|[)}\]])\s*!")
+_BIG_BINOM = re.compile(r"\\[dt]?binom\s*\{[^}]*[0-9]{5,}|\\choose")
+_BANNED = ("\\sum", "\\prod", "\\int", "\\lim", "\\oint", "\\Gamma", "\\operatorname",
+           "gamma", "factorial", "binomial", "__", "lambda", "import")
+
+
+def _group_end(s: str, j: int) -> int:
+    """Index just past the bracket group opening at s[j] (or len(s) if unbalanced)."""
+    close = {"{": "}", "(": ")", "[": "]"}[s[j]]
+    depth = 0
+    for e in range(j, len(s)):
+        if s[e] == s[j]:
+            depth += 1
+        elif s[e] == close:
+            depth -= 1
+            if depth == 0:
+                return e + 1
+    return len(s)
+
+
+def _powers_are_small(s: str) -> bool:
+    """Reject power towers (`9**9**9`, `10^{10^{10}}`), exponents with 5+ digit literals or
+    factorials, and more than two powers of a bracketed group that itself holds a power."""
+    group_powers = 0
+    for m in re.finditer(r"\^|\*\*", s):
+        j = m.end()
+        while j < len(s) and s[j] == " ":
+            j += 1
+        if j < len(s) and s[j] in "{([":
+            e = _group_end(s, j)
+        else:
+            e = j
+            while e < len(s) and (s[e].isalnum() or s[e] in ".\\"):
+                e += 1
+        exp = s[j:e]
+        if "^" in exp or "**" in exp or "!" in exp or re.search(r"[0-9]{5,}", exp):
+            return False
+        if re.match(r"\s*(?:\^|\*\*)", s[e:]):
+            return False
+        k = m.start() - 1
+        while k >= 0 and s[k] == " ":
+            k -= 1
+        if k >= 0 and s[k] in ")}]":
+            opener = {")": "(", "}": "{", "]": "["}[s[k]]
+            depth, b = 0, k
+            while b >= 0:
+                depth += (s[b] == s[k]) - (s[b] == opener)
+                if depth == 0:
+                    break
+                b -= 1
+            if "^" in s[b:k] or "**" in s[b:k]:
+                group_powers += 1
+                if group_powers > 2 or len(exp.strip("{}() ")) > 1:
+                    return False
+    return True
+
+
+def latex_is_safe(s: str) -> bool:
+    """True when `s` is short, shallow and free of constructs that make sympy blow up."""
+    if not isinstance(s, str) or not s or len(s) > MAX_REGION or _has_foreign_digits(s):
+        return False
+    depth = best = 0
+    for ch in s:
+        if ch in "([{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if best > 12 or re.search(r"[0-9]{61,}", s, re.ASCII):
+        return False
+    if s.count("^") + s.count("**") > 12 or s.count("!") > 3:
+        return False
+    if _BIG_FACT.search(s) or _BIG_BINOM.search(s) or any(b in s for b in _BANNED):
+        return False
+    return _powers_are_small(s)
+
+
+@lru_cache(maxsize=1)
+def _mv():
+    """Import math-verify (it pulls sympy) and warm its parser up once, outside any time limit."""
+    import math_verify
+    from math_verify import grader as mvg, parser as mvp
+    mvp.TIMEOUT_WARNING_SHOWN = True  # we run math-verify with our own time limit
+    mvg.TIMEOUT_WARNING_SHOWN = True
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    cfg = [math_verify.LatexExtractionConfig()]
+    math_verify.verify(math_verify.parse("\\boxed{\\frac{1}{2}}", cfg, parsing_timeout=None),
+                       math_verify.parse("\\boxed{0.5}", cfg, parsing_timeout=None), timeout_seconds=None)
+    return math_verify
+
+
+def _mv_parse(latex: str):
+    mv = _mv()
+    return mv.parse("\\boxed{" + latex + "}", extraction_config=[mv.LatexExtractionConfig()],
+                    parsing_timeout=None)
+
+
+@lru_cache(maxsize=4096)
+def _gold_parsed(gold: str):
+    return _mv_parse(gold)
+
+
+_PLAIN_UNITS = re.compile(r"^\s*([+-]?[0-9][0-9,.]*)\s+[A-Za-z]{2,}[A-Za-z ]*\.?\s*$", re.ASCII)
+
+
+def _clean_pred(pred: str) -> str:
+    m = _PLAIN_UNITS.match(pred)  # "18 dollars" -> "18" (math-verify reads it as 18*d*o*l*...)
+    return m.group(1) if m else pred
+
+
+def math_equal(gold: str, pred: str | None, timeout: float = MATH_TIMEOUT_S) -> bool:
+    """math-verify equivalence of a gold answer and a predicted answer region; never raises."""
+    try:
+        if not isinstance(pred, str) or not isinstance(gold, str):
+            return False
+        pred = _clean_pred(pred.strip())
+        if not latex_is_safe(pred):
+            return False
+        if pred == gold.strip():
+            return True
+
+        mv = _mv()
+
+        def work() -> bool:
+            g = _gold_parsed(gold)
+            p = _mv_parse(pred)
+            return bool(g and p and mv.verify(g, p, timeout_seconds=None))
+        return run_with_timeout(work, timeout, False) is True
+    except Exception:  # noqa: BLE001 - graders never raise
+        return False
+
+
+def math_canonical(answer: str | None, timeout: float = MATH_TIMEOUT_S) -> str | None:
+    """Majority-vote key: the exact number if `answer` is one, else the string form of
+    math-verify's parse, else the answer without spaces; None for unsafe/empty answers."""
+    try:
+        if not isinstance(answer, str) or not answer.strip():
+            return None
+        v = parse_number(answer)
+        if v is not None:
+            return format_fraction(v)
+        answer = _clean_pred(answer.strip())
+        if not latex_is_safe(answer):
+            return None
+        _mv()
+
+        def work():
+            parsed = _mv_parse(answer)
+            return str(parsed[0])[:MAX_REGION] if parsed else None
+        key = run_with_timeout(work, timeout, None)
+        return key if key is not None else re.sub(r"\s+", "", answer)
+    except Exception:  # noqa: BLE001
+        return None

@@ -1,0 +1,217 @@
+"""Paired bootstrap (vs scipy), curves, multipliers with censoring, gaps, verdicts, claims, and a
+coverage simulation with known true accuracy curves and a planted 4x multiplier."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from scipy.special import betaln
+
+from spiral_bench.estimators import pass_at_k
+from spiral_bench.stats import (MAX_WARNING, PairedBootstrap, accuracy_at, accuracy_gap, bootstrap_counts,
+                                cell_matrices, common_grid, compare, compute_to_reach, load_claims,
+                                monotone_curve, multiplier_max, multipliers, paired_bootstrap,
+                                percentile_ci, verdict)
+
+
+def test_bootstrap_counts_are_resamples_and_seeded():
+    w = bootstrap_counts(37, B=500, seed=3)
+    assert w.shape == (500, 37) and (w.sum(axis=1) == 37).all()
+    assert np.array_equal(w, bootstrap_counts(37, B=500, seed=3))
+    assert not np.array_equal(w, bootstrap_counts(37, B=500, seed=4))
+    # each problem is drawn Binomial(P, 1/P) times: mean 1
+    assert w.mean() == pytest.approx(1.0) and w.var() == pytest.approx(1 - 1 / 37, rel=0.05)
+
+
+def test_mean_ci_matches_scipy_percentile_bootstrap():
+    rng = np.random.default_rng(0)
+    x = rng.beta(0.7, 1.5, size=300)
+    B = 20_000
+    ours = paired_bootstrap({"m": x[:, None]}, B=B, seed=1)["m"]["ci"][:, 0]
+    ref = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=B, random_state=2).confidence_interval
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    # Monte Carlo error of a 2.5% / 97.5% quantile from 20k replicates is ~0.02 se for each
+    assert abs(ours[0] - ref.low) < 0.1 * se and abs(ours[1] - ref.high) < 0.1 * se
+
+
+def test_bootstrap_is_paired_across_methods():
+    rng = np.random.default_rng(1)
+    a = rng.random((200, 3))
+    b = a + 0.1 + 0.01 * rng.random((200, 3))  # strongly correlated with a by problem
+    res = paired_bootstrap({"a": a, "b": b}, B=1000, seed=0)
+    diff = res["b"]["reps"] - res["a"]["reps"]
+    direct = PairedBootstrap(200, B=1000, seed=0).means(b - a)
+    np.testing.assert_allclose(diff, direct, atol=1e-12)
+    assert np.ptp(diff[:, 0]) < 0.01 < np.ptp(res["a"]["reps"][:, 0])  # pairing removes problem noise
+
+
+def test_percentile_ci_ignores_nan():
+    reps = np.concatenate([np.arange(1, 101, dtype=float), [np.nan] * 50])[:, None]
+    np.testing.assert_allclose(percentile_ci(reps, 0.9)[:, 0], np.percentile(np.arange(1, 101), [5, 95]))
+    assert np.isnan(percentile_ci(np.full((10, 1), np.nan))).all()
+
+
+def test_monotone_curve_interpolation_and_inverse_by_hand():
+    comp = np.array([4.0, 1.0, 16.0, 2.0])
+    acc = np.array([0.6, 0.2, 0.5, 0.3])  # 16 dips below 4: running max keeps 0.6
+    x, y = monotone_curve(comp, acc)
+    np.testing.assert_allclose(np.exp(x), [1, 2, 4, 16])
+    np.testing.assert_allclose(y, [0.2, 0.3, 0.6, 0.6])
+    # linear in log compute: 8 is halfway between 4 and 16; sqrt(8) halfway between 2 and 4
+    np.testing.assert_allclose(accuracy_at(comp, acc, [1, 2 * np.sqrt(2), 8, 16]), [0.2, 0.45, 0.6, 0.6])
+    assert np.isnan(accuracy_at(comp, acc, [0.5, 17])).all()
+    np.testing.assert_allclose(compute_to_reach(comp, acc, [0.2, 0.45, 0.6, 0.1]), [1, 2 * np.sqrt(2), 4, 1])
+    assert compute_to_reach(comp, acc, [0.61])[0] == np.inf
+
+
+def test_planted_multiplier_censoring_and_skipped_levels():
+    k = np.arange(1, 65, dtype=float)
+    f = lambda kk: 1 - 0.8 ** kk  # noqa: E731
+    m = multipliers(k, f(k / 4), k[:16], f(k[:16]))  # baseline needs exactly 4x the compute
+    np.testing.assert_allclose(m["value"], 4.0, rtol=1e-12)
+    assert not m["censored"].any()
+    # short baseline grid: levels it never reaches become lower bounds C_b_max / C_m(a)
+    m2 = multipliers(k[:32], f(k[:32] / 4), k[:16], f(k[:16]))
+    np.testing.assert_allclose(m2["value"][:8], 4.0)
+    np.testing.assert_array_equal(m2["censored"], k[:16] > 8)
+    np.testing.assert_allclose(m2["value"][8:], 32 / k[8:16])
+    mx = multiplier_max(k[:32], f(k[:32] / 4), k[:16], f(k[:16]))
+    # max(4 uncensored, 32/9 censored) = 4, flagged: a censored level could hide a larger m
+    assert mx["censored"] and mx["value"] == pytest.approx(4.0)
+    # levels at or below the baseline's first-point accuracy are skipped
+    m3 = multipliers(k, f(k), k, f(k) - 0.05)
+    assert np.isnan(m3["value"][0]) and np.isfinite(m3["value"][1:]).all()
+    assert (m3["value"][1:] < 1).all()  # a worse method has m < 1
+
+
+def test_accuracy_gap_and_common_grid():
+    cb, ab = np.array([1.0, 4.0, 16.0]), np.array([0.2, 0.4, 0.5])
+    cm, am = np.array([2.0, 8.0, 32.0]), np.array([0.4, 0.6, 0.7])
+    q = common_grid(cb, cm)
+    np.testing.assert_allclose(q, [2, 4, 8, 16])
+    g = accuracy_gap(cb, ab, cm, am, q)
+    # baseline at 2: 0.3, at 8: 0.45; method at 4: 0.5, at 16: 0.65
+    np.testing.assert_allclose(g["abs_points"], [10, 10, 15, 15])
+    np.testing.assert_allclose(g["rel_pct"], [100 * (0.4 / 0.3 - 1), 25, 100 * (0.6 / 0.45 - 1), 30])
+
+
+def test_compare_a_method_with_itself_is_exactly_one_and_zero():
+    rng = np.random.default_rng(2)
+    acc = np.sort(rng.random((80, 6)), axis=1)
+    comp = np.tile(np.arange(1, 7.0), (80, 1)) * rng.integers(5, 10, (80, 1))
+    res = compare(PairedBootstrap(80, B=300, seed=0), acc, comp, acc, comp)
+    mm = res["multiplier_max"]
+    assert mm["value"] == pytest.approx(1.0) and mm["ci"] == pytest.approx([1.0, 1.0])
+    assert res["gap"]["abs_points_max"]["ci"] == pytest.approx([0.0, 0.0], abs=1e-9)
+    assert res["warning"] == MAX_WARNING
+
+
+@pytest.mark.parametrize("ci,claim,kw,want", [
+    ((8.0, 12.0), 11, {}, "supported"),            # contains
+    ((12.0, 14.0), 11, {}, "supported"),           # exceeds
+    ((11.0, 11.0), 11, {}, "supported"),           # touches
+    ((3.0, 7.0), 11, {}, "not supported"),         # lies below
+    ((3.0, 7.0), 11, {"censored": True}, "inconclusive"),  # a lower bound below the claim
+    ((12.0, 14.0), 11, {"censored": True}, "supported"),
+    ((0.8, 12.0), 11, {"null_value": 1.0}, "inconclusive"),  # cannot tell claim from no effect
+    ((float("nan"), 3.0), 11, {}, "inconclusive"),
+    ((1.0, 3.0), 5, {"direction": "<="}, "supported"),
+    ((6.0, 9.0), 5, {"direction": "<="}, "not supported"),
+])
+def test_verdict(ci, claim, kw, want):
+    assert verdict(ci, claim, **kw) == want
+
+
+def test_load_claims_has_the_published_figures():
+    claims = {c["id"]: c for c in load_claims()}
+    assert claims["coverage_efficiency_up_to"]["value"] == 11.0
+    assert [claims[f"coverage_efficiency_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [7.3, 9.4, 10.6]
+    assert [claims[f"rsa_pass1_gap_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [13.5, 9.8, 8.1]
+    assert claims["all_primitives_relative_gain"]["value"] == 15.0
+    assert all("2606.23595" in c["source"] for c in claims.values())
+
+
+def test_cell_matrices_pairs_problems_and_rejects_missing_rows():
+    rows = [{"method": m, "family": "parallel", "cell": f"k{k}", "problem_id": p, "correct": float(k > i),
+             "compute": 10.0 * k} for m in ("a", "b") for k in (1, 2) for i, p in enumerate(["q2", "q1"])]
+    out = cell_matrices(pd.DataFrame(rows))
+    assert out["problems"] == ["q1", "q2"]
+    g = out["groups"][("a", "parallel")]
+    assert g["cells"] == ["k1", "k2"]
+    np.testing.assert_array_equal(g["acc"], [[0, 1], [1, 1]])
+    with pytest.raises(ValueError, match="missing"):
+        cell_matrices(pd.DataFrame(rows[:-1]))
+    with pytest.raises(ValueError, match="duplicate"):
+        cell_matrices(pd.DataFrame(rows + rows[:1]))
+
+
+# ----------------------------------------------------------------------------- simulation
+A_, B_ = 0.6, 1.8  # per-problem success probability p ~ Beta(A_, B_)
+N_M, N_B, M_TRUE = 8, 32, 4.0  # method pool, baseline pool, planted multiplier
+
+
+def true_pass(k):
+    """E_p[1 - (1-p)^k] for p ~ Beta(A_, B_) (k may be fractional)."""
+    return 1 - np.exp(betaln(A_, B_ + k) - betaln(A_, B_))
+
+
+def simulate(E, P, B, seed, level_k=2, chunk=50):
+    """E experiments of P problems. Method: c ~ Bin(N_M, p). Baseline on the same problems:
+    p' = 1 - (1-p)^(1/4), so its true pass@k is the method's at k/4 (multiplier exactly 4 at every
+    level). pass@k from binomial pools with the unbiased estimator; B resamples per experiment.
+    Returns coverage of pass@1 and pass@4 CIs, of the multiplier CI at the fixed level
+    true_pass(level_k), and of the "up to" CI, plus the mean multiplier CI."""
+    rng = np.random.default_rng(seed)
+    km, kb = np.arange(1, N_M + 1), np.arange(1, N_B + 1)
+    level = true_pass(level_k)
+    cov = {"pass@1": [], "pass@4": [], "multiplier": [], "multiplier_max": []}
+    for e0 in range(0, E, chunk):
+        e = min(chunk, E - e0)
+        p = rng.beta(A_, B_, size=(e, P))
+        cm = rng.binomial(N_M, p)
+        cb = rng.binomial(N_B, 1 - (1 - p) ** (1 / M_TRUE))
+        vm = pass_at_k(np.full(e * P, N_M), cm.ravel(), km).reshape(e, P, N_M)
+        vb = pass_at_k(np.full(e * P, N_B), cb.ravel(), kb).reshape(e, P, N_B)
+        idx = rng.integers(0, P, size=(e, B, P))
+        w = np.zeros((e, B, P))
+        np.add.at(w, (np.arange(e)[:, None, None], np.arange(B)[None, :, None], idx), 1.0 / P)
+        rm, rb = w @ vm, w @ vb  # (e, B, K)
+        for k in (1, 4):
+            lo, hi = percentile_ci(np.moveaxis(rm[..., k - 1], 1, 0))
+            cov[f"pass@{k}"].append((lo <= true_pass(k)) & (true_pass(k) <= hi))
+        mrep = multipliers(kb, rb, km, rm, np.full((e, B, 1), level))["value"][..., 0]
+        lo, hi = percentile_ci(np.moveaxis(mrep, 1, 0))
+        cov["multiplier"].append((lo <= M_TRUE) & (M_TRUE <= hi))
+        mx = multiplier_max(kb, rb, km, rm)["value"]
+        lo, hi = percentile_ci(np.moveaxis(mx, 1, 0))
+        cov["multiplier_max"].append((lo <= M_TRUE) & (M_TRUE <= hi))
+    return {k: float(np.mean(np.concatenate(v))) for k, v in cov.items()}
+
+
+def test_simulation_coverage_fast():
+    cov = simulate(E=200, B=300, P=150, seed=11)
+    print("coverage (200 experiments, B=300):", cov)
+    assert 0.90 <= cov["pass@1"] <= 0.99 and 0.90 <= cov["pass@4"] <= 0.99
+    assert cov["multiplier"] >= 0.85
+
+
+@pytest.mark.slow
+def test_simulation_coverage_1000_experiments():
+    cov = simulate(E=1000, B=500, P=200, seed=12)
+    print("coverage (1000 experiments, B=500):", cov)
+    assert 0.93 <= cov["pass@1"] <= 0.97 and 0.93 <= cov["pass@4"] <= 0.97
+    assert cov["multiplier"] >= 0.90
+
+
+def test_planted_4x_multiplier_is_recovered():
+    rng = np.random.default_rng(5)
+    P = 500
+    p = rng.beta(A_, B_, size=P)
+    vm = pass_at_k(np.full(P, N_M), rng.binomial(N_M, p), np.arange(1, N_M + 1))
+    vb = pass_at_k(np.full(P, N_B), rng.binomial(N_B, 1 - (1 - p) ** 0.25), np.arange(1, N_B + 1))
+    cm = np.tile(np.arange(1, N_M + 1.0), (P, 1))
+    cb = np.tile(np.arange(1, N_B + 1.0), (P, 1))
+    res = compare(PairedBootstrap(P, B=2000, seed=0), vm, cm, vb, cb, levels=true_pass(np.array([1.0, 2, 4])))
+    for m in res["multipliers"]:
+        assert not m["censored"] and m["ci"][0] <= M_TRUE <= m["ci"][1], m
+        assert m["value"] == pytest.approx(M_TRUE, rel=0.35)
+    assert res["multiplier_max"]["ci"][0] <= M_TRUE * 1.5  # "up to" is optimistic, yet not far off
