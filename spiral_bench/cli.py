@@ -3,6 +3,7 @@
     spiral-bench tasks list
     spiral-bench tasks show TASK [--n N] [--split S] [--data-dir DIR] [--opt key=value ...]
     spiral-bench sample --task T --model M [--n N] [--max-new-tokens L] ...
+    spiral-bench analyze FILE.jsonl --out DIR
 
 Heavy imports (torch, transformers) happen inside the subcommand that needs them, so
 `spiral-bench --help` is fast. Errors a user can fix (bad config, unknown task, missing files)
@@ -44,6 +45,24 @@ def cmd_tasks(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from .analyze import analyze_file
+
+    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed)
+    for method, m in summary["methods"].items():
+        ks = sorted(m["pass@k"], key=int)
+        row = ", ".join(f"pass@{k}={m['pass@k'][k]['mean']:.3f}" for k in (ks[0], ks[-1]))
+        print(f"{method}: {m['n_problems']} problems, {row}")
+    for c in summary["comparisons"]:
+        mm = c["multiplier_max"]
+        if mm["value"] is not None:
+            lb = ">=" if mm["censored"] else "="
+            print(f"{c['method']} vs {c['baseline']} ({c['metric']}): multiplier_max {lb} "
+                  f"{mm['value']:.2f} [{mm['ci'][0]}, {mm['ci'][1]}]")
+    print(f"wrote {args.out}/summary.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="spiral-bench",
@@ -63,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "default $SPIRAL_BENCH_DATA, else the hub")
     show.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option, e.g. n_ops=3")
     t.set_defaults(func=cmd_tasks)
+
+    a = sub.add_parser("analyze", help="pass@k, maj@k, multipliers with bootstrap CIs from a samples "
+                       "JSONL made by any engine")
+    a.add_argument("file", help="JSONL: problem_id, sample_id, correct, [method, answer, "
+                   "prompt_tokens, completion_tokens]")
+    a.add_argument("--out", required=True, help="output folder (summary.json)")
+    a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=cmd_analyze)
     return ap
 
 

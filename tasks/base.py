@@ -8,7 +8,8 @@ A task gives, for one family of reasoning problems:
 - `extract(completion)`: the final answer in a completion, or None;
 - `canonical(answer)`: a normalised key so equal answers vote together in majority vote;
 - `reward(problem, completion)`: a float in [0, 1], never raises, bounded in time;
-- `aggregation_prompt(problem, candidates, template=None)`: the prompt of the aggregation role,
+- `aggregation_prompt(problem, candidates, truncated=None, template=None)`: the prompt of the
+  aggregation role (truncated[i] marks a candidate that hit its token budget),
   which reads the problem and a list of candidate traces and writes a final answer.
 
 Procedural tasks (arithmetic, countdown) also give `gold_trace(problem)` (a solver-written
