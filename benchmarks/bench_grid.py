@@ -10,9 +10,14 @@ Two counts:
    cell rows of the generated tokens each cell costs when sampled alone (rows hold that cost;
    pass@k / maj@k rows its expectation over k-subsets), one rsa run counted per (N, K, T) cell
    (the "rsa" and "rsa_maj" rows come from the same run).
+The scripted backend declares `prefix_consistent = True`, as the hf sampler does (a trace drawn
+with budget L is the first L tokens of the same trace with a larger budget; the scripted policy
+cuts its text to the budget, so this holds by construction): the sweep draws one pool per
+replicate at the largest max tokens and derives the smaller levels by truncation.
+`--no-prefix-pool` measures the sweep with one pool per max-token level instead.
 Prints `token_savings_vs_naive=<measured ratio>` last.
 
-Usage: python benchmarks/bench_grid.py [--grid default] [--problems N]
+Usage: python benchmarks/bench_grid.py [--grid default] [--problems N] [--no-prefix-pool]
 """
 from __future__ import annotations
 
@@ -48,21 +53,33 @@ def arithmetic_policy(task, problems, p_right=0.35, p_agg=0.6):
     return policy
 
 
+class PrefixScriptedBackend(ScriptedBackend):
+    """The scripted backend (1 token = 1 character), declared prefix-consistent."""
+
+    prefix_consistent = True
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--grid", default="default")
     ap.add_argument("--problems", type=int, default=None, help="default: the grid's")
+    ap.add_argument("--no-prefix-pool", action="store_true", help="one pool per max-token level")
     args = ap.parse_args()
+    prefix = not args.no_prefix_pool
     grid = load_grid(args.grid)
     task = get_task("arithmetic")
     problems = task.problems("test", n=args.problems or grid.problems)
-    a = trace_counts(grid)
-    print(f"grid={grid.name} problems={len(problems)} cells={len(grid_cells(grid))} pool_size={grid.pool_size}")
+    a = trace_counts(grid, prefix_pool=prefix)
+    print(f"grid={grid.name} problems={len(problems)} cells={len(grid_cells(grid))} pool_size={grid.pool_size} "
+          f"prefix_pool={prefix}")
     print(f"analytic traces/problem: naive={a['naive_traces']} pooled={a['pooled_traces']} "
           f"ratio={a['naive_traces'] / a['pooled_traces']:.2f}")
     print(f"analytic max-token budget/problem: naive={a['naive_budget']} pooled={a['pooled_budget']} "
           f"ratio={a['naive_budget'] / a['pooled_budget']:.2f}")
-    be = ScriptedBackend(arithmetic_policy(task, problems))
+    be = (PrefixScriptedBackend if prefix else ScriptedBackend)(arithmetic_policy(task, problems))
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         df = run_sweep(be, task, problems, grid, "bench", d, seed=0, progress=False)

@@ -16,15 +16,26 @@ its initial population the first N pool traces, and gives the cells of every T o
 (family "rsa": population accuracy at step T; "rsa_maj": majority vote of that population).
 Records equal what `scaffolds.aggregate/rsa(..., seed=rseed)` return on a fresh run.
 
+Prefix pooling across the sequential axis (backends with `prefix_consistent = True`, e.g. the hf
+sampler, whose sample j uses counter-based noise so that a trace drawn with budget L is exactly
+the first L tokens of the same trace drawn with a larger budget): ONE pool per replicate at
+L_max = max(sequential), with token ids; the pool at L < L_max is derived without sampling by
+`truncate_sample`: a trace of n <= L tokens is kept as is; otherwise its first L token ids are
+decoded (`backend.decode(ids)`, else `backend.tokenizer.decode(ids, skip_special_tokens=True)`),
+the stop strings are applied again (`sampling.cut_at_stop`), finish_reason = "stop" if one is
+found else "length", completion_tokens = L. Every cell at L then equals a fresh run at L.
+
 Cell store under out_dir (all files written atomically: temp file, fsync, os.replace):
   cells/<method>/<cell id>.parquet   one file per finished cell, one row per problem, columns
       CELL_COLUMNS: method, cell, family, max_tokens, k (traces at layer 0), set_size (aggregate
       set size / rsa K, else 0), steps (rsa T, aggregate 1, else 0), pool_size (N_max for
       pass@k/maj@k, else 0), replicate, problem_id, correct (in [0, 1]), prompt_tokens,
       generated_tokens, max_token_budget, flops (floats; pooled cells hold expectations)
-  work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples)
+  work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples);
+      with prefix pooling only L = L_max is stored, with a token_ids column
   work/<method>/rsa_L<L>_N<N>_K<K>_r<r>/step<t>.parquet   every finished RSA step's population
-  manifests/<method>.json   task, problems, seed, sampling: a resume with other values is an error
+  manifests/<method>.json   task, problems, seed, sampling (and prefix_pool when on): a resume
+      with other values is an error
   cells.parquet             every method's cells together, rewritten at the end of each sweep
 A killed sweep started again skips finished cells, reloads pools and RSA steps, and produces
 exactly the rows an uninterrupted run would. One process per method at a time.
@@ -170,12 +181,13 @@ def grid_cells(grid: BudgetGrid) -> list[Cell]:
     return list(dict.fromkeys(out))
 
 
-def trace_counts(grid: BudgetGrid) -> dict:
+def trace_counts(grid: BudgetGrid, prefix_pool: bool = False) -> dict:
     """Traces and max-token budget per problem: pooled sweep vs sampling every cell on its own.
 
     naive: pass@k / maj@k cell k traces; aggregate (n) n + 1; rsa (N, T) N + T*N (rsa and rsa_maj
     are one cell: the same run gives both). pooled: per (replicate, L) N_max pool traces + one
     aggregation trace per aggregate cell + N * max(T) per rsa spec. Budgets weight traces by L.
+    prefix_pool: the pool is drawn once per replicate at L_max (budget N_max * L_max), not per L.
     """
     naive = pooled = naive_b = pooled_b = 0
     for c in grid_cells(grid):
@@ -184,8 +196,10 @@ def trace_counts(grid: BudgetGrid) -> dict:
         t = c.k if c.family in ("pass@k", "maj@k") else c.k + 1 if c.family == "aggregate" else c.k * (1 + c.steps)
         naive, naive_b = naive + t, naive_b + t * c.max_tokens
     for _ in grid.seeds:
+        if prefix_pool:
+            pooled, pooled_b = pooled + grid.pool_size, pooled_b + grid.pool_size * max(grid.sequential)
         for L in grid.sequential:
-            t = grid.pool_size
+            t = 0 if prefix_pool else grid.pool_size
             for a in grid.aggregative:
                 t += len(a.ns) if a.kind == "aggregate" else a.population * max(a.steps) if a.kind == "rsa" else 0
             pooled, pooled_b = pooled + t, pooled_b + t * L
@@ -212,10 +226,13 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     _atomic_write(Path(path), lambda f: df.to_parquet(f, index=False))
 
 
-def _samples_frame(problems, pops: Sequence[Sequence[Sample]]) -> pd.DataFrame:
+def _samples_frame(problems, pops: Sequence[Sequence[Sample]], with_ids: bool = False) -> pd.DataFrame:
     rows = [(p.id, j, s.text, s.prompt_tokens, s.completion_tokens, s.finish_reason)
             for p, pop in zip(problems, pops) for j, s in enumerate(pop)]
-    return pd.DataFrame(rows, columns=POOL_COLUMNS[:6])
+    df = pd.DataFrame(rows, columns=POOL_COLUMNS[:6])
+    if with_ids:
+        df["token_ids"] = [np.asarray(s.token_ids, dtype=np.int64) for pop in pops for s in pop]
+    return df
 
 
 def _frame_samples(df: pd.DataFrame, problems, n: int | None = None) -> list[list[Sample]] | None:
@@ -262,21 +279,78 @@ def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute
         columns=CELL_COLUMNS)
 
 
-def _get_pool(backend, task, problems, sampling, n, rseed, path: Path) -> pd.DataFrame:
+def _grade(task, problems, df: pd.DataFrame, rows=None) -> None:
+    """Fill df's key and reward columns (all rows, or only the positional `rows`) in place."""
+    idx = np.arange(len(df)) if rows is None else np.asarray(rows, dtype=np.int64)
+    by_id = {p.id: p for p in problems}
+    texts, pids = df["text"].to_numpy()[idx], df["problem_id"].to_numpy()[idx]
+    keys = [task.canonical(task.extract(t)) for t in texts]
+    rewards = [float(task.reward(by_id[pid], t)) for pid, t in zip(pids, texts)]
+    if rows is None:
+        df["key"], df["reward"] = keys, rewards
+    else:
+        kc, rc = df.columns.get_loc("key"), df.columns.get_loc("reward")
+        for i, k, r in zip(idx, keys, rewards):
+            df.iat[i, kc], df.iat[i, rc] = k, r
+
+
+def _get_pool(backend, task, problems, sampling, n, rseed, path: Path, with_ids: bool = False) -> pd.DataFrame:
     if path.exists():
         df = pd.read_parquet(path)
-        if _frame_samples(df, problems, n) is not None and df.groupby("problem_id").size().min() == n:
+        if (_frame_samples(df, problems, n) is not None and df.groupby("problem_id").size().min() == n
+                and (not with_ids or "token_ids" in df.columns)):
             return df
     reqs = [Request(task.prompt(p), n=n, seed=derive_seed(rseed, "search", 0, p.id), max_new_tokens=sampling.max_new_tokens)
             for p in problems]
     pops = backend.generate(reqs, sampling)
-    df = _samples_frame(problems, pops)
-    ans = [task.extract(t) for t in df["text"]]
-    df["key"] = [task.canonical(a) for a in ans]
-    by_id = {p.id: p for p in problems}
-    df["reward"] = [float(task.reward(by_id[pid], t)) for pid, t in zip(df["problem_id"], df["text"])]
+    df = _samples_frame(problems, pops, with_ids)
+    _grade(task, problems, df)
     write_parquet(df, path)
     return pd.read_parquet(path)
+
+
+def _decoder(backend):
+    """token ids -> text, as the backend decodes its samples."""
+    if callable(getattr(backend, "decode", None)):
+        return backend.decode
+    tok = getattr(backend, "tokenizer", None)
+    if tok is None:
+        raise ValueError(f"{type(backend).__name__} declares prefix_consistent but has neither "
+                         f"decode(token_ids) nor a tokenizer")
+    return lambda ids: tok.decode(list(ids), skip_special_tokens=True)
+
+
+def truncate_sample(token_ids: Sequence[int], text: str, finish_reason: str, L: int, decode,
+                    stops: Sequence[str] = ()) -> tuple[str, int, str]:
+    """A trace's (text, completion_tokens, finish_reason) had it been drawn with budget L.
+
+    Valid for prefix-consistent backends (the trace with budget L is the first L tokens of the
+    trace with a larger budget). n = len(token_ids) <= L: unchanged. Else the first L ids are
+    decoded, cut after the earliest stop string (`sampling.cut_at_stop`), and the finish reason is
+    "stop" if a stop string was found, else "length".
+    """
+    from .sampling import cut_at_stop
+
+    n = len(token_ids)
+    if n <= L:
+        return text, n, finish_reason
+    cut, found = cut_at_stop(decode(list(token_ids[:L])), tuple(s for s in stops if s))
+    return cut, int(L), "stop" if found else "length"
+
+
+def derive_pool(base: pd.DataFrame, L: int, decode, stops, task, problems) -> pd.DataFrame:
+    """The pool at budget L from a prefix-consistent pool drawn at a larger budget (with token_ids);
+    only the traces longer than L are re-decoded and re-graded."""
+    df = base.drop(columns=["token_ids"]).copy()
+    long = np.nonzero(base["completion_tokens"].to_numpy() > L)[0]
+    if len(long):
+        cols = {c: df.columns.get_loc(c) for c in ("text", "completion_tokens", "finish_reason")}
+        for i in long:
+            text, ct, fr = truncate_sample(base["token_ids"].iat[i], base["text"].iat[i],
+                                           base["finish_reason"].iat[i], L, decode, stops)
+            df.iat[i, cols["text"]], df.iat[i, cols["completion_tokens"]], df.iat[i, cols["finish_reason"]] = text, ct, fr
+        _grade(task, problems, df, long)
+    return df
 
 
 def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_dir: str | Path,
@@ -300,10 +374,14 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
     info = backend.model_info()
     ident = hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest()[:16]
     base_sampling = {k: v for k, v in to_dict(sampling).items() if k not in ("max_new_tokens", "batch_size")}
-    _manifest(out / "manifests" / f"{method}.json",
-              {"task": getattr(task, "name", type(task).__name__), "problems": ident, "seed": seed,
-               "sampling": base_sampling, "aggregation_template": grid.aggregation_template,
-               "maj_method": grid.maj_method, "mc_subsets": grid.mc_subsets})
+    prefix_pool = bool(getattr(backend, "prefix_consistent", False))
+    manifest = {"task": getattr(task, "name", type(task).__name__), "problems": ident, "seed": seed,
+                "sampling": base_sampling, "aggregation_template": grid.aggregation_template,
+                "maj_method": grid.maj_method, "mc_subsets": grid.mc_subsets}
+    if prefix_pool:  # absent when off, so stores made before prefix pooling existed still resume
+        manifest["prefix_pool"] = True
+    _manifest(out / "manifests" / f"{method}.json", manifest)
+    decode = _decoder(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
         stale.unlink(missing_ok=True)
 
@@ -316,15 +394,22 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
         write_parquet(_rows(method, cell, problems, correct, computes), cdir / f"{cell.id}.parquet")
         bar.update(1)
 
-    N = grid.pool_size
+    N, Lmax = grid.pool_size, max(grid.sequential)
     for r in grid.seeds:
         rseed = replicate_seed(seed, r)
+        base = None
         for L in grid.sequential:
             todo = [c for c in cells if c.replicate == r and c.max_tokens == L and not done(c)]
             if not todo:
                 continue
             samp = dataclasses.replace(sampling, max_new_tokens=L)
-            pool = _get_pool(backend, task, problems, samp, N, rseed, wdir / f"pool_L{L}_r{r}.parquet")
+            if prefix_pool:
+                if base is None:
+                    base = _get_pool(backend, task, problems, dataclasses.replace(sampling, max_new_tokens=Lmax), N,
+                                     rseed, wdir / f"pool_L{Lmax}_r{r}.parquet", with_ids=True)
+                pool = derive_pool(base, L, decode, sampling.stop, task, problems)
+            else:
+                pool = _get_pool(backend, task, problems, samp, N, rseed, wdir / f"pool_L{L}_r{r}.parquet")
             samples = _frame_samples(pool, problems, N)
             by = {pid: g.sort_values("j") for pid, g in pool.groupby("problem_id", sort=False)}
             rewards = np.array([by[p.id]["reward"].to_numpy() for p in problems])        # (P, N)

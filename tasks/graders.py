@@ -20,15 +20,17 @@ completion bounds its work first:
   the last `\\boxed{...}`/`\\fbox{...}`, the text after the last "####", after the last
   "answer is"/"answer:", else the last number.
 - `math_equal(gold, pred)` / `math_canonical(answer)`: math-verify (`parse` + `verify`) on the
-  extracted region, run under `run_with_timeout` with math-verify's own signal timeouts turned
-  off. Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
+  extracted region, LaTeX extraction only (never sympy's `parse_expr`, which evals), run under
+  `run_with_timeout(MATH_TIMEOUT_S)` with math-verify's own signal timeouts turned off. The
+  trusted gold answer is parsed once, cached, under its own limit (`prepare_gold`), and
+  math-verify is imported and warmed up once outside any limit. Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
   sympy compute something huge (long text, deep nesting, power towers or powers of powers,
   exponents or factorials/binomials of big literals, sums/products/integrals/limits,
   control or non-ASCII digit characters). Never raises; a timeout or an error is "not equal".
 - `run_with_timeout(fn, limit, default)`: on the main thread, a SIGALRM interval timer raises a
-  BaseException subclass inside `fn` (so `except Exception` in library code cannot swallow it)
-  and is re-armed every 50 ms until `fn` has stopped; on any other thread (or without SIGALRM),
-  `fn` runs in a daemon thread that is abandoned after `limit` seconds (the caller gets
+  BaseException subclass inside `fn` (so `except Exception` in library code cannot swallow it),
+  re-fired every 50 ms until `fn` has stopped, and never raised in the wrapper's own frame;
+  on any other thread (or without SIGALRM), `fn` runs in a daemon thread that is abandoned after `limit` seconds (the caller gets
   `default` on time; the abandoned thread may keep a CPU busy until it finishes, which the
   input guards keep short). Nested calls on the main thread run under the outer deadline.
 """
@@ -47,9 +49,12 @@ from typing import Any, Callable
 MAX_TAIL = 4096          # characters of a completion that graders look at (the end)
 MAX_REGION = 400         # characters of an answer region
 MAX_NUMBER_DIGITS = 40   # digits of a number answer
-MATH_TIMEOUT_S = 0.75    # wall-clock limit of one math-verify comparison (gold parse included)
+MAX_DEPTH = 6            # bracket nesting of an answer given to math-verify (MATH-500 golds: <= 2)
+MATH_TIMEOUT_S = 0.75    # wall-clock limit of one math-verify comparison (prediction parse + verify)
+GOLD_TIMEOUT_S = 5.0     # limit of the one-time (cached) parse of a trusted gold answer
 
-_ASCII_NUM = re.compile(r"[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|[+-]?\.[0-9]+", re.ASCII)
+_ASCII_NUM = re.compile(r"(?<![0-9])(?:[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|[+-]?\.[0-9]+)"
+                        r"(?![0-9]|,[0-9])", re.ASCII)
 
 
 def tail(text: Any, n: int = MAX_TAIL) -> str:
@@ -296,7 +301,8 @@ _TIMER = {"active": False}
 
 
 def _on_alarm(signum, frame):
-    if _TIMER["active"]:
+    # Never raise inside run_with_timeout's own frame (its set-up and clean-up), only in `fn`.
+    if _TIMER["active"] and (frame is None or frame.f_code is not _RUN_CODE):
         raise _Deadline()
 
 
@@ -319,7 +325,7 @@ def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -
         return box[0] if box else default
     result, start = default, time.monotonic()
     prev_handler = signal.signal(signal.SIGALRM, _on_alarm)
-    prev_timer = signal.setitimer(signal.ITIMER_REAL, limit, 0.05)
+    prev_timer = signal.setitimer(signal.ITIMER_REAL, limit, 0.05)  # re-fires every 50 ms
     _TIMER["active"] = True
     try:
         result = fn()
@@ -328,18 +334,16 @@ def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -
     except Exception:  # noqa: BLE001
         result = default
     finally:
-        for _ in range(100):  # a late alarm may interrupt the clean-up itself: retry it
-            try:
-                _TIMER["active"] = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, prev_handler)
-                if prev_timer[0] > 0:  # someone else's timer: give back what is left of it
-                    signal.setitimer(signal.ITIMER_REAL,
-                                     max(prev_timer[0] - (time.monotonic() - start), 1e-3), prev_timer[1])
-                break
-            except _Deadline:
-                continue
+        _TIMER["active"] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, prev_handler)
+        if prev_timer[0] > 0:  # someone else's timer: give back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(prev_timer[0] - (time.monotonic() - start), 1e-3),
+                             prev_timer[1])
     return result
+
+
+_RUN_CODE = run_with_timeout.__code__
 
 
 # --- math-verify ----------------------------------------------------------------------------
@@ -364,7 +368,7 @@ def _group_end(s: str, j: int) -> int:
 
 
 def _powers_are_small(s: str) -> bool:
-    """Reject power towers (`9**9**9`, `10^{10^{10}}`), exponents with 5+ digit literals or
+    """Reject power towers (`9**9**9`, `10^{10^{10}}`), exponents with 4+ digit literals or
     factorials, and more than two powers of a bracketed group that itself holds a power."""
     group_powers = 0
     for m in re.finditer(r"\^|\*\*", s):
@@ -378,7 +382,7 @@ def _powers_are_small(s: str) -> bool:
             while e < len(s) and (s[e].isalnum() or s[e] in ".\\"):
                 e += 1
         exp = s[j:e]
-        if "^" in exp or "**" in exp or "!" in exp or re.search(r"[0-9]{5,}", exp):
+        if "^" in exp or "**" in exp or "!" in exp or re.search(r"[0-9]{4,}", exp):
             return False
         if re.match(r"\s*(?:\^|\*\*)", s[e:]):
             return False
@@ -411,7 +415,7 @@ def latex_is_safe(s: str) -> bool:
             best = max(best, depth)
         elif ch in ")]}":
             depth -= 1
-    if best > 12 or re.search(r"[0-9]{61,}", s, re.ASCII):
+    if best > MAX_DEPTH or re.search(r"[0-9]{61,}", s, re.ASCII):
         return False
     if s.count("^") + s.count("**") > 12 or s.count("!") > 3:
         return False
@@ -420,17 +424,25 @@ def latex_is_safe(s: str) -> bool:
     return _powers_are_small(s)
 
 
+_WARMUP = ["\\frac{1}{2}", "0.5", "(3, \\frac{\\pi}{2})", "[1, 2)", "\\{1, 2\\}", "x \\in [1, 2]",
+           "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "x = 3", "\\text{(A)}", "\\sqrt{2}", "x^2 + 1",
+           "90^\\circ", "10,\\!080", "\\infty", "2 - 3i", "\\log 2", "\\sin x", "a < 1"]
+
+
 @lru_cache(maxsize=1)
 def _mv():
-    """Import math-verify (it pulls sympy) and warm its parser up once, outside any time limit."""
+    """Import math-verify (it pulls sympy) and warm it up once, outside any time limit, so
+    that no lazy import or parser build happens inside a timed (interruptible) call."""
     import math_verify
     from math_verify import grader as mvg, parser as mvp
     mvp.TIMEOUT_WARNING_SHOWN = True  # we run math-verify with our own time limit
     mvg.TIMEOUT_WARNING_SHOWN = True
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     cfg = [math_verify.LatexExtractionConfig()]
-    math_verify.verify(math_verify.parse("\\boxed{\\frac{1}{2}}", cfg, parsing_timeout=None),
-                       math_verify.parse("\\boxed{0.5}", cfg, parsing_timeout=None), timeout_seconds=None)
+    parsed = [math_verify.parse("\\boxed{" + w + "}", cfg, parsing_timeout=None) for w in _WARMUP]
+    for a, b in zip(parsed, parsed[1:] + parsed[:1]):
+        math_verify.verify(a, a, timeout_seconds=None)
+        math_verify.verify(a, b, timeout_seconds=None)
     return math_verify
 
 
@@ -440,9 +452,25 @@ def _mv_parse(latex: str):
                     parsing_timeout=None)
 
 
-@lru_cache(maxsize=4096)
-def _gold_parsed(gold: str):
-    return _mv_parse(gold)
+_GOLD: dict[str, list] = {}
+
+
+def prepare_gold(gold: str) -> bool:
+    """Parse and cache a gold answer ahead of grading (the first `math_equal` against a gold
+    answer parses it, which can take a few hundred ms); True if math-verify could parse it."""
+    try:
+        return bool(_gold_parsed(gold))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _gold_parsed(gold: str) -> list:
+    """math-verify's parse of a (trusted) gold answer: cached, under its own GOLD_TIMEOUT_S."""
+    if gold not in _GOLD:
+        if len(_GOLD) > 65536:
+            _GOLD.clear()
+        _GOLD[gold] = run_with_timeout(lambda: _mv_parse(gold), GOLD_TIMEOUT_S, None) or []
+    return _GOLD[gold]
 
 
 _PLAIN_UNITS = re.compile(r"^\s*([+-]?[0-9][0-9,.]*)\s+[A-Za-z]{2,}[A-Za-z ]*\.?\s*$", re.ASCII)
@@ -454,25 +482,39 @@ def _clean_pred(pred: str) -> str:
 
 
 def math_equal(gold: str, pred: str | None, timeout: float = MATH_TIMEOUT_S) -> bool:
-    """math-verify equivalence of a gold answer and a predicted answer region; never raises."""
+    """math-verify equivalence of a gold answer and a predicted answer region; never raises.
+    Shortcuts: equal strings, or both plain numbers that are equal (True) or both integers
+    that differ (False); results are cached by (gold, pred, timeout)."""
     try:
         if not isinstance(pred, str) or not isinstance(gold, str):
             return False
-        pred = _clean_pred(pred.strip())
-        if not latex_is_safe(pred):
-            return False
-        if pred == gold.strip():
-            return True
-
-        mv = _mv()
-
-        def work() -> bool:
-            g = _gold_parsed(gold)
-            p = _mv_parse(pred)
-            return bool(g and p and mv.verify(g, p, timeout_seconds=None))
-        return run_with_timeout(work, timeout, False) is True
+        return _math_equal(gold, pred.strip()[:MAX_REGION + 1], float(timeout))
     except Exception:  # noqa: BLE001 - graders never raise
         return False
+
+
+@lru_cache(maxsize=65536)
+def _math_equal(gold: str, pred: str, timeout: float) -> bool:
+    pred = _clean_pred(pred)
+    if not latex_is_safe(pred):
+        return False
+    if pred == gold.strip():
+        return True
+    g, p = parse_number(gold), parse_number(pred)
+    if g is not None and p is not None:
+        if g == p:
+            return True
+        if g.denominator == 1 and p.denominator == 1:
+            return False
+    mv = _mv()
+    gp = _gold_parsed(gold)
+    if not gp:
+        return False
+
+    def work() -> bool:
+        pp = _mv_parse(pred)
+        return bool(pp and mv.verify(gp, pp, timeout_seconds=None))
+    return run_with_timeout(work, timeout, False) is True
 
 
 def math_canonical(answer: str | None, timeout: float = MATH_TIMEOUT_S) -> str | None:
@@ -481,6 +523,14 @@ def math_canonical(answer: str | None, timeout: float = MATH_TIMEOUT_S) -> str |
     try:
         if not isinstance(answer, str) or not answer.strip():
             return None
+        return _math_canonical(answer.strip()[:MAX_REGION + 1], float(timeout))
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@lru_cache(maxsize=65536)
+def _math_canonical(answer: str, timeout: float) -> str | None:
+    try:
         v = parse_number(answer)
         if v is not None:
             return format_fraction(v)

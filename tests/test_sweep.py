@@ -17,7 +17,7 @@ from spiral_bench.backends.base import SamplingConfig
 from spiral_bench.config import ConfigError
 from spiral_bench.scaffolds import aggregate, parallel, rsa
 from spiral_bench.sweep import (CELL_COLUMNS, BudgetGrid, grid_cells, load_cells, load_grid, replicate_seed,
-                                run_sweep, trace_counts)
+                                run_sweep, trace_counts, truncate_sample)
 
 GOLD = ["7", "3", "5", "1", "4", "9"]
 
@@ -198,3 +198,78 @@ def test_two_methods_share_a_store(full, tmp_path):
     assert len(be.calls) == 2                                      # one pool per method
     with pytest.raises(ValueError, match="method"):
         run_sweep(be, task, probs, grid, "../x", tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------- prefix pooling (sequential axis)
+class PrefixFake(ScriptedBackend):
+    """The scripted fake cuts each trace to its budget, so it is prefix-consistent by construction."""
+
+    prefix_consistent = True
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def make_prefix(crash=None, delay=0.0):
+    task, probs, be = make()
+    return task, probs, PrefixFake(be.policy, crash_after_calls=crash, delay=delay)
+
+
+def test_truncate_sample_rules():
+    dec = lambda ids: "".join(map(chr, ids))  # noqa: E731
+    ids = [ord(c) for c in "abc\ndef"]
+    assert truncate_sample(ids, "abc\ndef", "stop", 7, dec) == ("abc\ndef", 7, "stop")      # n <= L: as is
+    assert truncate_sample(ids, "abc\ndef", "length", 9, dec) == ("abc\ndef", 7, "length")
+    assert truncate_sample(ids, "abc\ndef", "stop", 5, dec) == ("abc\nd", 5, "length")      # cut, no stop
+    assert truncate_sample(ids, "abc\ndef", "stop", 5, dec, ("\n",)) == ("abc\n", 5, "stop")  # stop applied again
+    assert truncate_sample(ids, "abc\ndef", "stop", 2, dec, ("\n",)) == ("ab", 2, "length")
+
+
+def test_prefix_trace_counts():
+    g = load_grid("smoke")
+    # pool once at L_max = 24 (4 traces), then per L: aggregate 1 + rsa 4*2
+    assert trace_counts(g, prefix_pool=True) == {"naive_traces": 2 * 37, "pooled_traces": 4 + 2 * 9,
+                                                 "naive_budget": 37 * 16 + 37 * 24,
+                                                 "pooled_budget": 4 * 24 + 9 * 16 + 9 * 24}
+
+
+@pytest.fixture(scope="module")
+def pooled_full(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pooled")
+    task, probs, be = make_prefix()
+    df = run_sweep(be, task, probs, "smoke", "m1", out, seed=4, progress=False)
+    return out, df, be
+
+
+def test_prefix_pooled_sweep_equals_per_level_sweep(full, pooled_full):
+    _, ref, ref_be = full
+    out, got, be = pooled_full
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)    # every cell as if sampled at its own L
+    assert len(be.calls) == 1 + 2 * (1 + 2)                        # one pool, then per L: aggregate, 2 rsa steps
+    assert [r.max_new_tokens for r in be.calls[0]] == [24] * 6
+    assert be.generated_tokens < ref_be.generated_tokens
+    assert not (out / "work" / "m1" / "pool_L16_r0.parquet").exists()
+    assert "token_ids" in pd.read_parquet(out / "work" / "m1" / "pool_L24_r0.parquet").columns
+    # some traces really were cut (the check is not vacuous)
+    pool16 = pd.read_parquet(full[0] / "work" / "m1" / "pool_L16_r0.parquet")
+    assert (pool16.finish_reason == "length").any() and (pool16.finish_reason == "stop").any()
+
+
+@pytest.mark.parametrize("crash", [1, 2, 4])
+def test_prefix_pooled_resume_equals_uninterrupted(pooled_full, tmp_path, crash):
+    _, ref, ref_be = pooled_full
+    task, probs, be = make_prefix(crash=crash)
+    with pytest.raises(CrashError):
+        run_sweep(be, task, probs, "smoke", "m1", tmp_path, seed=4, progress=False)
+    task, probs, be2 = make_prefix()
+    got = run_sweep(be2, task, probs, "smoke", "m1", tmp_path, seed=4, progress=False)
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    assert len(be.calls) + len(be2.calls) == len(ref_be.calls)
+    assert be.generated_tokens + be2.generated_tokens == ref_be.generated_tokens
+
+
+def test_prefix_mode_is_part_of_the_manifest(pooled_full):
+    out, _, _ = pooled_full
+    task, probs, be = make()                                      # not prefix-consistent
+    with pytest.raises(ValueError, match="prefix_pool"):
+        run_sweep(be, task, probs, "smoke", "m1", out, seed=4, progress=False)

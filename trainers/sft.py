@@ -202,7 +202,7 @@ def train_sft(cfg: SFTConfig, out_dir: str | os.PathLike, progress: bool = True)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        total = float(loss)
+        total = float(loss.detach())
         tokens += n_tok
         if step % 50 == 0 or step == cfg.steps - 1:
             curve.append({"step": step + 1, "loss": total, "seconds": time.perf_counter() - t0})

@@ -1,0 +1,231 @@
+"""Trainers: SFT cache and data, the shared RL loop (metrics, micro-batch/rank scaling, resume after
+kill -9, torchrun with 2 processes), and the matched-compute check.
+
+The RL tests use a random-init tiny model and a toy task ("toy7": reward 1 iff the completion
+contains the character '7'), so rewards vary inside a group from the first step and every step
+really moves the weights.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spiral_bench.config import build
+from spiral_bench.tasks.base import register
+from spiral_bench.trainers import loop, sft
+from spiral_bench.trainers.train_config import PairingError, TrainConfig, check_pairing, make_config
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+from fakes import FakeTask  # noqa: E402
+
+
+class Toy7(FakeTask):
+    name = "toy7"
+
+    def reward(self, problem, completion):
+        return float("7" in completion)
+
+
+register("toy7")(Toy7)
+
+BASE = {"task": "toy7", "task_options": {"n": 16}, "model": "tiny-1m", "train_problems": 16, "steps": 2,
+        "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 10, "spiral_max_new_tokens": 10,
+        "n1": 4, "k": 3, "subset_size": 2, "n2": 2, "lr": 1e-3, "checkpoint_every": 2, "micro_batch_size": 0}
+
+LAUNCHER = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, {tests!r})
+    from fakes import FakeTask
+    from spiral_bench.config import build
+    from spiral_bench.tasks.base import register
+    from spiral_bench.trainers.loop import train
+    from spiral_bench.trainers.train_config import TrainConfig
+
+    class Toy7(FakeTask):
+        name = "toy7"
+        def reward(self, problem, completion):
+            time.sleep(float(sys.argv[3]))  # slows the run down so the test can kill it mid-way
+            return float("7" in completion)
+
+    register("toy7")(Toy7)
+    train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
+""")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SPIRAL_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def cfg_of(**kw) -> TrainConfig:
+    return build(TrainConfig, {**BASE, **kw})
+
+
+def weights(d: Path) -> dict:
+    return load_file(str(d / "model.safetensors"))
+
+
+# ------------------------------------------------------------------------------------- SFT
+def test_corrupt_trace_changes_one_literal():
+    rng = random.Random(0)
+    gold = "37+58=95;95*3=85;85-12=73;#73"
+    for _ in range(200):
+        bad = sft.corrupt_trace(gold, rng)
+        assert bad != gold and len(bad.split(";")) == len(gold.split(";"))
+        diff = [(a, b) for a, b in zip(gold.split(";"), bad.split(";")) if a != b]
+        assert len(diff) == 1  # exactly one step or the final answer changed
+
+
+def test_sft_batch_masks_prompt_and_appends_eos():
+    from spiral_bench.models import build_char_tokenizer
+    tok = build_char_tokenizer()
+    b = sft._batch(tok, [("12+3=", "15#15"), ("1=", "1")], "cpu")
+    ids, labels = b["input_ids"], b["labels"]
+    assert labels[0, :5].eq(-100).all() and labels[0, 5:11].tolist() == ids[0, 5:11].tolist()
+    assert ids[0, 10] == tok.eos_token_id and labels[1, 3] == tok.eos_token_id and labels[1, 4:].eq(-100).all()
+    assert tok.decode(ids[0, 5:10]) == "15#15"
+
+
+def test_sft_cache_hit_by_config_hash(tmp_path, monkeypatch):
+    calls = []
+    real = sft.train_sft
+    monkeypatch.setattr(sft, "train_sft", lambda cfg, out, progress=True: calls.append(cfg) or real(cfg, out, False))
+    cfg = build(sft.SFTConfig, {"steps": 2, "batch_size": 4, "train_problems": 20, "eval_problems": 2,
+                                "eval_samples": 2, "max_new_tokens": 8})
+    p1 = sft.ensure_sft_base(cfg, cache_dir=tmp_path)
+    p2 = sft.ensure_sft_base(cfg, cache_dir=tmp_path)
+    assert p1 == p2 == tmp_path / sft.config_hash(cfg) and len(calls) == 1
+    assert (p1 / "model.safetensors").is_file() and (p1 / "tokenizer.json").is_file()
+    m = json.loads((p1 / "sft_metrics.json").read_text())
+    assert set(m["eval"]) >= {"single", "pass@2", "aggregate"}
+    p3 = sft.ensure_sft_base(build(sft.SFTConfig, {**sft.to_dict(cfg), "seed": 1}), cache_dir=tmp_path)
+    assert p3 != p1 and len(calls) == 2
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted([p1.name, p3.name])  # no temp dirs left
+
+
+# ------------------------------------------------------------------------------------- RL loop
+def test_metrics_rows_complete_and_same_prompts_for_both_methods(tmp_path, monkeypatch):
+    seen = {}
+    for method in ("grpo", "spiral"):
+        import spiral_bench.trainers.grpo  # noqa: F401  (registers)
+        import spiral_bench.trainers.spiral  # noqa: F401
+        real = loop.METHODS[method]
+
+        def rec(run, problems, step, real=real, method=method):
+            seen.setdefault(method, []).append((step, [p.id for p in problems]))
+            return real(run, problems, step)
+        monkeypatch.setitem(loop.METHODS, method, rec)
+        out = loop.train(cfg_of(method=method), tmp_path / method, progress=False)
+        rows = loop.read_metrics(tmp_path / method)
+        assert [r["step"] for r in rows] == [1, 2] and (out / "model.safetensors").is_file()
+        for r in rows:
+            assert tuple(r) == loop.METRIC_FIELDS
+            assert r["ratio_max_dev"] < 1e-4  # on-policy: ratio = 1 up to numerics
+            assert r["prompts_sampled"] == 2 and r["seconds"] > 0
+            n_s, n_a = (8, 0) if method == "grpo" else (8, 12)   # G*P vs N1*P, K*N2*P
+            assert (r["n_search_traces"], r["n_agg_traces"], r["n_loss_traces"]) == (n_s, n_a, n_s + n_a)
+            gen = r["search_len"] * n_s + (r["agg_len"] * n_a if n_a else 0)
+            assert r["generated_tokens"] == pytest.approx(gen) and r["generated_tokens_per_prompt"] == gen / 2
+            assert (r["agg_reward"] is None) == (method == "grpo")
+            assert r["search_entropy"] > 0 and 0 <= r["adv_frac_zero"] <= 1
+        assert rows[1]["total_generated_tokens"] == rows[0]["generated_tokens"] + rows[1]["generated_tokens"]
+    assert seen["grpo"] == seen["spiral"]  # identical data order
+    pairing = check_pairing(tmp_path / "grpo", tmp_path / "spiral", allow=True)
+    assert pairing["a"] == pytest.approx(sum(r["generated_tokens"] for r in loop.read_metrics(tmp_path / "grpo")) / 4)
+
+
+@pytest.mark.parametrize("loss_agg", ["dapo", "grpo"])
+def test_micro_batches_add_up_to_the_full_batch(tmp_path, loss_agg):
+    """Chunked backward (the path ranks use too) = one backward over the whole batch."""
+    res = []
+    for mb in (0, 3):
+        out = loop.train(cfg_of(method="spiral", steps=1, micro_batch_size=mb, loss={"loss_agg": loss_agg}),
+                         tmp_path / f"mb{mb}", progress=False)
+        res.append((loop.read_metrics(out.parent)[0], weights(out)))
+    (r0, w0), (r1, w1) = res
+    assert r0["loss"] == pytest.approx(r1["loss"], abs=1e-6) and r0["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-5)
+    assert r0["grad_norm"] > 0
+    for k in w0:
+        # Adam divides by |g|: where g ~ 1e-8 float noise moves the update, so compare to 10% of a step (lr 1e-3)
+        torch.testing.assert_close(w0[k], w1[k], atol=1e-4, rtol=0)
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_resume_after_kill9_gives_identical_weights(tmp_path):
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    cfg = json.dumps({**BASE, "method": "spiral", "steps": 6, "checkpoint_every": 2})
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    subprocess.run([sys.executable, str(script), cfg, str(ref), "0"], check=True, env=_env(), capture_output=True)
+    p = subprocess.Popen([sys.executable, str(script), cfg, str(run), "0.05"], env=_env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (run / "checkpoint" / "trainer_state.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not (run / "final").exists(), "the run finished before it was killed"
+    killed_at = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["step"]
+    assert 2 <= killed_at < 6
+    done = subprocess.run([sys.executable, str(script), cfg, str(run), "0"], env=_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from step {killed_at}" in done.stdout
+    assert [r["step"] for r in loop.read_metrics(run)] == [1, 2, 3, 4, 5, 6]
+    a, b = weights(ref / "final"), weights(run / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    init = load_file(str(Path(loop.init_model_path(cfg_of())) / "model.safetensors"))
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # training moved the weights
+    assert [r["loss"] for r in loop.read_metrics(ref)] == [r["loss"] for r in loop.read_metrics(run)]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path):
+    """Same global batch on 1 and 2 CPU processes: loss curves agree within 1e-4 (absolute)."""
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    cfg = json.dumps({**BASE, "method": "spiral", "steps": 3, "prompts_per_step": 4, "micro_batch_size": 16})
+    subprocess.run([sys.executable, str(script), cfg, str(tmp_path / "one"), "0"], check=True, env=_env(),
+                   capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), cfg, str(tmp_path / "two"), "0"], env=_env(), capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
+    assert len(r1) == len(r2) == 3
+    for a, b in zip(r1, r2):
+        assert a["generated_tokens"] == b["generated_tokens"] and a["n_loss_traces"] == b["n_loss_traces"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    assert any(abs(r["loss"]) > 1e-3 for r in r1)
+
+
+# ------------------------------------------------------------------------------------- pairing
+def test_check_pairing_refuses_unmatched_and_accepts_paper():
+    g = make_config("grpo", overrides={"group_size": 12, "max_new_tokens": 100})
+    s = make_config("spiral", overrides={"n1": 8, "k": 4, "n2": 4, "max_new_tokens": 100,
+                                         "spiral_max_new_tokens": 100})
+    with pytest.raises(PairingError) as e:
+        check_pairing(g, s)
+    assert "1200" in str(e.value) and "2400" in str(e.value)
+    assert check_pairing(g, s, allow=True)["matched"] is False
+    L = 8192
+    pg = make_config("grpo", "train_paper", {"max_new_tokens": L})
+    ps = make_config("spiral", "train_paper", {"spiral_max_new_tokens": L // 2})
+    r = check_pairing(pg, ps)
+    assert r["matched"] and r["a"] == r["b"] == 12 * L
+    r = check_pairing(pg, make_config("spiral", "train_paper", {"spiral_max_new_tokens": int(L / 2 * 1.05)}))
+    assert r["matched"]  # 5% apart is within the 10% tolerance

@@ -1,0 +1,491 @@
+"""The RL loop shared by GRPO and SPIRAL: config, optimizer, schedule, data order, rollouts ->
+update, metrics, checkpoint/resume and data-parallel training. The methods (grpo.py, spiral.py)
+only say how to roll out a prompt and how to set advantages (`METHODS` registry).
+
+One step s:
+1. prompts: the next `prompts_per_step` indices of the train split in a seeded order
+   (permutation of epoch e = shuffle(range(train_problems), derive_seed(seed, "order", e))),
+   identical for both methods; with dynamic sampling, prompts whose traces all have advantage 0
+   are skipped and refilled from the same stream (at most `dynamic_max_rounds` rounds).
+2. rollouts: METHODS[method](run, problems, s) on the current weights (eval mode, no grad); every
+   request's seed is derive_seed(seed, s, problem id, role, subset) and sample j of it gets
+   sample_seed(that, j). Rewards by task.reward; advantages from rl_core.ADVANTAGES.
+3. update: teacher-forced log-probs with grad (rl_core.per_token_logprobs), loss from the losses
+   registry with old_logprobs = the sampler's log-probs (on-policy: ratio = 1 up to numerics;
+   `ratio_max_dev` = max |ratio - 1| is logged), one AdamW step after clipping the global grad norm.
+   Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
+   sum over chunks = the loss of the whole global batch (dapo: num_items = global completion
+   tokens; grpo / dr_grpo: chunk loss x chunk rows / global rows); gradients are summed over
+   ranks with all_reduce, so 1 process and W processes take the same step.
+Data parallel: launched by torchrun (WORLD_SIZE > 1) the loop initialises torch.distributed (gloo
+on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; only rank 0
+writes files.
+
+Run folder: config.yaml, metrics.jsonl (one row per step, fields `METRIC_FIELDS`), checkpoint/
+(model + tokenizer via save_pretrained, trainer_state.pt: optimizer, scheduler, RNG, step, data
+cursor), final/ (the final model). Directories are written to a temp dir and swapped in with
+os.replace; a run started again with the same command resumes from checkpoint/ (metrics rows
+after it are dropped and redone) and gives bit-identical weights on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import yaml
+
+from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
+from spiral_bench.config import ConfigError, to_dict
+from spiral_bench.trainers import rl_core
+from spiral_bench.trainers.train_config import TrainConfig
+from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
+
+METHODS: dict[str, Callable] = {}
+METRIC_FIELDS = (
+    "step", "loss", "lr", "grad_norm",
+    "search_reward", "search_acc", "search_len", "search_truncated", "search_entropy",
+    "agg_reward", "agg_acc", "agg_len", "agg_truncated",
+    "adv_mean", "adv_std", "adv_frac_zero", "n_search_traces", "n_agg_traces", "n_loss_traces",
+    "prompts_sampled", "prompts_used", "generated_tokens", "generated_tokens_per_prompt",
+    "total_generated_tokens", "ratio_max_dev", "seconds", "elapsed")
+
+
+def register_method(name: str):
+    """Decorator: `@register_method("grpo")` makes fn(run, problems, step) -> list[PromptRollout] a method."""
+    def deco(fn):
+        METHODS[name] = fn
+        return fn
+    return deco
+
+
+@dataclasses.dataclass
+class Trace:
+    """One sampled trace: its prompt ids, the sample, reward, advantage, role, and whether it is in the loss."""
+    prompt_ids: list[int]
+    sample: Sample
+    reward: float
+    role: int
+    advantage: float = 0.0
+    keep: bool = True
+
+
+@dataclasses.dataclass
+class PromptRollout:
+    """Every trace sampled for one training prompt (search and, for SPIRAL, aggregation)."""
+    problem: object
+    traces: list[Trace]
+
+    @property
+    def informative(self) -> bool:
+        return any(t.keep and t.advantage != 0.0 for t in self.traces)
+
+
+# ------------------------------------------------------------------------ distributed helpers
+def _dist():
+    import torch.distributed as dist
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    dist = _dist()
+    if dist is not None:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t
+
+
+def _barrier():
+    if _dist() is not None:
+        _dist().barrier()
+
+
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world, device): init torch.distributed under torchrun (gloo on CPU, nccl on GPU)."""
+    import torch.distributed as dist
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device.startswith("cuda") and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+# ------------------------------------------------------------------------ files
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Atomically replace directory `target` by `tmp` (old copy kept as .<name>.old until done)."""
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """Rows of a run's metrics.jsonl (a torn last line is ignored)."""
+    p = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if p.exists():
+        for line in p.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
+
+
+def init_model_path(cfg: TrainConfig, progress: bool = True) -> str:
+    """Where the starting policy comes from: the cached SFT base (model '') or cfg.model resolved."""
+    from spiral_bench.models import resolve_model
+    if cfg.model:
+        return resolve_model(cfg.model, seed=cfg.sft.init_seed)
+    return str(ensure_sft_base(sft_config_for(cfg), progress=progress))
+
+
+def sft_config_for(cfg: TrainConfig) -> SFTConfig:
+    """The run's SFT config with the run's task (so --task changes both)."""
+    return dataclasses.replace(cfg.sft, task=cfg.task, task_options=dict(cfg.task_options))
+
+
+# ------------------------------------------------------------------------ the run
+class Run:
+    """State of one RL run; methods use `generate`, `encode`, `seed`, `traces`, `set_advantages`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool = True):
+        from transformers import get_scheduler
+
+        from spiral_bench.models import load_model
+        from spiral_bench.sampling import Sampler
+        from spiral_bench.tasks import get_task
+
+        self.cfg, self.out = cfg, out_dir
+        self.rank, self.world, self.device = init_distributed(cfg.device)
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.init_path = init_model_path(cfg, progress)
+        _barrier()
+        if not self.is_main:
+            self.init_path = init_model_path(cfg, False)
+        self.task = get_task(cfg.task, **cfg.task_options)
+        self.problems = self.task.problems("train", n=cfg.train_problems)
+        ckpt = out_dir / "checkpoint"
+        old = out_dir / ".checkpoint.old"
+        if self.is_main and not ckpt.exists() and old.exists():  # crashed between the two renames
+            os.replace(old, ckpt)
+        _barrier()
+        state = None
+        if (ckpt / "trainer_state.pt").is_file():
+            state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
+        self.model, self.tok = load_model(str(ckpt) if state else self.init_path, cfg.dtype, self.device)
+        self.ref_model = None
+        if cfg.loss.beta > 0:
+            self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
+        self.sampler = Sampler(self.model, self.tok)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                     weight_decay=cfg.weight_decay)
+        name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
+        self.sched = get_scheduler(name, self.opt, num_warmup_steps=cfg.warmup_steps,
+                                   num_training_steps=cfg.steps)
+        self.step, self.cursor, self.total_generated, self.elapsed = 0, 0, 0, 0.0
+        if state:
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.step, self.cursor = state["step"], state["cursor"]
+            self.total_generated, self.elapsed = state["total_generated"], state["elapsed"]
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(state["rng"]["python"])
+        self.resumed_from = self.step
+        self._ids: dict[str, list[int]] = {}
+
+    # --- used by the methods ------------------------------------------------------------
+    def seed(self, step: int, pid: str, role: str, subset: int = 0) -> int:
+        return derive_seed(self.cfg.seed, step, pid, role, subset)
+
+    def encode(self, prompt: str) -> list[int]:
+        if prompt not in self._ids:
+            self._ids[prompt] = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        return self._ids[prompt]
+
+    def generate(self, requests: list[Request], max_new_tokens: int) -> list[list[Sample]]:
+        sc = SamplingConfig(temperature=self.cfg.temperature, max_new_tokens=max_new_tokens,
+                            batch_size=self.cfg.sample_batch_size)
+        self.model.eval()
+        return self.sampler.generate(requests, sc)
+
+    def traces(self, problem, prompt: str, samples: list[Sample], role: int) -> list[Trace]:
+        ids = self.encode(prompt)
+        return [Trace(ids, s, float(self.task.reward(problem, s.text)), role) for s in samples]
+
+    def set_advantages(self, traces: list[Trace], adv: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """Write advantages [len(traces)] (after length control, if L_target is set) and keep flags."""
+        adv = adv.flatten().float()
+        if self.cfg.L_target is not None:
+            lengths = torch.tensor([t.sample.completion_tokens for t in traces])
+            adv = rl_core.ADVANTAGES["length_control"](adv, lengths, self.cfg.L_target)
+        for i, t in enumerate(traces):
+            t.advantage = float(adv[i])
+            t.keep = True if keep is None else bool(keep.flatten()[i])
+
+    # --- one step -----------------------------------------------------------------------
+    def _take(self, n: int) -> list[int]:
+        out = []
+        N = len(self.problems)
+        for c in range(self.cursor, self.cursor + n):
+            epoch, i = divmod(c, N)
+            if not hasattr(self, "_order") or self._order[0] != epoch:
+                order = list(range(N))
+                random.Random(derive_seed(self.cfg.seed, "order", epoch)).shuffle(order)
+                self._order = (epoch, order)
+            out.append(self._order[1][i])
+        self.cursor += n
+        return out
+
+    def _rollouts(self, step: int) -> tuple[list[PromptRollout], list[PromptRollout], int]:
+        """(all local rollouts, local rollouts used in the loss, prompts sampled globally)."""
+        cfg, rolls_all, used, n_used, sampled = self.cfg, [], [], 0, 0
+        rounds = cfg.dynamic_max_rounds if cfg.dynamic_sampling else 1
+        for _ in range(rounds):
+            need = cfg.prompts_per_step - n_used
+            if need <= 0:
+                break
+            idx = self._take(need)
+            sampled += need
+            mine = [j for j in range(need) if j % self.world == self.rank]
+            rolls = METHODS[cfg.method](self, [self.problems[idx[j]] for j in mine], step) if mine else []
+            rolls_all += rolls
+            if not cfg.dynamic_sampling:
+                used, n_used = rolls, need
+                break
+            flags = torch.zeros(need, dtype=torch.float64)
+            for j, r in zip(mine, rolls):
+                flags[j] = float(r.informative)
+            _all_reduce(flags)
+            used += [r for r in rolls if r.informative]
+            n_used += int(flags.sum())
+        return rolls_all, used, sampled
+
+    def _update(self, used: list[PromptRollout]) -> dict:
+        cfg, lc = self.cfg, self.cfg.loss
+        traces = [t for r in used for t in r.traces if t.keep]
+        glob = _all_reduce(torch.tensor([len(traces), sum(t.sample.completion_tokens for t in traces)],
+                                        dtype=torch.float64))
+        B, N = float(glob[0]), float(glob[1])
+        self.model.train()
+        loss_sum, ent_sum, ent_n = 0.0, 0.0, 0.0
+        ratio_dev = torch.zeros(1, dtype=torch.float64)
+        order = sorted(range(len(traces)), key=lambda i: (traces[i].role, len(traces[i].prompt_ids),
+                                                          traces[i].sample.completion_tokens, i))
+        mb = cfg.micro_batch_size or max(1, len(order))
+        chunks = [[traces[i] for i in order[s:s + mb]] for s in range(0, len(order), mb)]
+        chunks = [c2 for c in chunks for c2 in ([x for x in c if x.role == 0], [x for x in c if x.role == 1]) if c2]
+        for chunk in chunks:
+            batch = rl_core.build_rollout_batch(
+                [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
+                [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
+                [t.role for t in chunk]).to(self.device)
+            search = chunk[0].role == rl_core.SEARCH  # chunks hold one role; entropy of search traces only
+            lp, ent = rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
+                                                 batch.completion_mask, cfg.temperature, return_entropy=True) \
+                if search else (rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
+                                                           batch.completion_mask, cfg.temperature), None)
+            ref = None
+            if self.ref_model is not None:
+                with torch.no_grad():
+                    ref = rl_core.per_token_logprobs(self.ref_model, batch.input_ids, batch.attention_mask,
+                                                     batch.completion_mask, cfg.temperature)
+            loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
+                                           ref, lc, num_items=N)
+            if lc.loss_agg != "dapo":
+                loss = loss * (len(chunk) / B)
+            loss.backward()
+            loss_sum += float(loss.detach())
+            m = batch.completion_mask.bool()
+            dev = (torch.exp(lp.detach() - batch.old_logprobs) - 1).abs()[m]
+            if dev.numel():
+                ratio_dev = torch.maximum(ratio_dev, dev.max().double().cpu().view(1))
+            if search:
+                ent_sum += float(ent.detach()[m].sum())
+                ent_n += float(m.sum())
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = _all_reduce(torch.cat([g.flatten() for g in grads]))
+            o = 0
+            for p, g in zip(params, grads):
+                p.grad = flat[o:o + g.numel()].view_as(g).clone()
+                o += g.numel()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        lr = self.sched.get_last_lr()[0]
+        if B > 0:  # no trace in the loss anywhere (e.g. all dropped): no optimizer step
+            self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        red = _all_reduce(torch.tensor([loss_sum, ent_sum, ent_n], dtype=torch.float64))
+        return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm), "search_entropy": _div(red[1], red[2]),
+                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
+
+    def train_step(self) -> dict:
+        """Run step self.step + 1 and return its metrics row (global over ranks)."""
+        t0 = time.perf_counter()
+        step = self.step + 1
+        rolls, used, sampled = self._rollouts(step)
+        v = torch.zeros(17, dtype=torch.float64)
+        for r in rolls:
+            for t in r.traces:
+                o = 0 if t.role == rl_core.SEARCH else 5
+                v[o:o + 5] += torch.tensor([1, t.reward, float(t.reward >= 1.0), t.sample.completion_tokens,
+                                            float(t.sample.truncated)], dtype=torch.float64)
+                v[15] += t.sample.completion_tokens
+        for r in used:
+            for t in r.traces:
+                if t.keep:
+                    v[10:14] += torch.tensor([1, t.advantage, t.advantage ** 2, float(t.advantage == 0.0)],
+                                             dtype=torch.float64)
+        v[14] = len(used)
+        _all_reduce(v)
+        upd = self._update(used)
+        gen = int(v[15])
+        self.total_generated += gen
+        n_adv = float(v[10])
+        mean = _div(v[11], v[10])
+        row = {"step": step, **upd,
+               "search_reward": _div(v[1], v[0]), "search_acc": _div(v[2], v[0]), "search_len": _div(v[3], v[0]),
+               "search_truncated": _div(v[4], v[0]),
+               "agg_reward": _div(v[6], v[5]), "agg_acc": _div(v[7], v[5]), "agg_len": _div(v[8], v[5]),
+               "agg_truncated": _div(v[9], v[5]),
+               "adv_mean": mean, "adv_std": None if mean is None else max(0.0, float(v[12]) / n_adv - mean ** 2) ** 0.5,
+               "adv_frac_zero": _div(v[13], v[10]), "n_search_traces": int(v[0]), "n_agg_traces": int(v[5]),
+               "n_loss_traces": int(v[10]), "prompts_sampled": sampled, "prompts_used": int(v[14]),
+               "generated_tokens": gen, "generated_tokens_per_prompt": gen / max(1, sampled),
+               "total_generated_tokens": self.total_generated}
+        self.step = step
+        sec = time.perf_counter() - t0
+        self.elapsed += sec
+        row.update(seconds=sec, elapsed=self.elapsed)
+        return {k: row[k] for k in METRIC_FIELDS}
+
+    # --- files --------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        from spiral_bench.models import save
+        if self.is_main:
+            tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.out))
+            save(self.model, self.tok, tmp)
+            torch.save({"step": self.step, "cursor": self.cursor, "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(), "total_generated": self.total_generated,
+                        "elapsed": self.elapsed,
+                        "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}},
+                       tmp / "trainer_state.pt")
+            _swap_in(tmp, self.out / "checkpoint")
+        _barrier()
+
+    def save_final(self) -> Path:
+        from spiral_bench.models import save
+        if self.is_main:
+            tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=self.out))
+            save(self.model, self.tok, tmp)
+            _swap_in(tmp, self.out / "final")
+        _barrier()
+        return self.out / "final"
+
+
+def _div(a, b):
+    return None if float(b) == 0 else float(a) / float(b)
+
+
+def _prepare_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
+    """Write config.yaml, or check that an existing run folder holds the same config."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=True)
+    p = out / "config.yaml"
+    if p.exists():
+        old = yaml.safe_load(p.read_text())
+        new = yaml.safe_load(text)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            raise ConfigError(f"run folder {out} holds a run with a different config (keys {diff}); "
+                              "use another --out or the same config to resume")
+    elif is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(p, text)
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> Path:
+    """Train cfg.method (sft | grpo | spiral) into out_dir; resumes a killed run; returns out_dir/final."""
+    from spiral_bench.trainers import grpo, spiral  # noqa: F401  (register the methods)
+
+    out = Path(out_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if cfg.method == "sft":
+        _prepare_dir(cfg, out, rank == 0)
+        path = ensure_sft_base(sft_config_for(cfg), progress=progress)
+        if rank == 0 and not (out / "final").exists():
+            tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
+            shutil.copytree(path, tmp, dirs_exist_ok=True)
+            _swap_in(tmp, out / "final")
+        return out / "final"
+    _prepare_dir(cfg, out, rank == 0)
+    run = Run(cfg, out, progress)
+    if run.is_main:
+        rows = [r for r in read_metrics(out) if r.get("step", 0) <= run.step]
+        _write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        if run.step:
+            print(f"resuming from step {run.step} ({out / 'checkpoint'})", flush=True)
+    if run.step >= cfg.steps and (out / "final" / "config.json").exists():
+        return out / "final"
+    bar = None
+    if progress and run.is_main:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=run.step, desc=cfg.method, unit="step")
+    with open(out / "metrics.jsonl", "a") if run.is_main else open(os.devnull, "w") as mf:
+        while run.step < cfg.steps:
+            row = run.train_step()
+            mf.write(json.dumps(row) + "\n")
+            mf.flush()
+            if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+                run.save_checkpoint()
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['search_reward']:.2f}", loss=f"{row['loss']:.3f}")
+    if bar is not None:
+        bar.close()
+    return run.save_final()
+
+
+def _main(argv=None) -> None:
+    """python -m spiral_bench.trainers.loop --method M [--config FILE] [--out DIR] [key=value ...]"""
+    import argparse
+
+    from spiral_bench.trainers.train_config import make_config
+    ap = argparse.ArgumentParser(description="Train sft / grpo / spiral (library entry point of `spiral-bench train`).")
+    ap.add_argument("--method", default=None)
+    ap.add_argument("--config", default=None, help="YAML file or preset name (default train_tiny)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys for nested sections)")
+    a = ap.parse_args(argv)
+    from spiral_bench.config import parse_override
+    cfg = make_config(a.method, a.config, dict(parse_override(o) for o in a.overrides))
+    print(train(cfg, a.out, progress=not a.no_progress))
+
+
+if __name__ == "__main__":  # run the canonical module, so grpo/spiral register into its METHODS
+    from spiral_bench.trainers.loop import _main as _canonical_main
+    _canonical_main()

@@ -1,0 +1,168 @@
+"""TrainConfig (one frozen dataclass for sft / grpo / spiral runs), YAML presets, and the
+matched-compute check between a GRPO and a SPIRAL run.
+
+Presets live in `spiral_bench/presets/<name>.yaml` (`train_tiny`: CPU default; `train_paper`:
+the paper's pairing on Qwen3-4B-Instruct-2507). `make_config(method, config, overrides)` starts
+from the `train_tiny` preset (or the given preset name / YAML file), applies dotted-key overrides
+and the method, and validates strictly.
+
+Training budget per prompt, in max new tokens (the paper's convention):
+    GRPO:   G x L                       (group_size x max_new_tokens)
+    SPIRAL: (N1 + K x N2) x L_s         (L_s = spiral_max_new_tokens, default max_new_tokens)
+Paper: 12 x 8192 = (8 + 4 x 4) x 4096 = 98,304 tokens per prompt.
+`check_pairing(a, b)` compares the GENERATED tokens per prompt that two runs logged
+(sum of generated_tokens / sum of prompts_sampled over metrics.jsonl); for a config, or a run
+with no metrics yet, the budget above stands in. It raises `PairingError`, showing both figures,
+when they differ by more than `tolerance` relative to the larger one, unless `allow`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from spiral_bench.config import ConfigError, build, load_yaml, merge, option
+from spiral_bench.trainers.losses import RLLossConfig
+from spiral_bench.trainers.sft import SFTConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "spiral_bench" / "presets"
+try:  # installed layout: spiral_bench/presets next to the spiral_bench package
+    import spiral_bench as _sb
+    PRESET_DIR = Path(_sb.__file__).resolve().parent / "presets"
+except Exception:  # pragma: no cover
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: SFT warm start, GRPO or SPIRAL (shared loop, see trainers/loop.py)."""
+
+    method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
+    task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
+    task_options: dict = option(default_factory=lambda: {"n_ops": 3, "modulus": 100},
+                                help="task options (arithmetic: n_ops, modulus, ...)")
+    model: str = option("", help="starting policy: '' = the cached SFT base built from `sft` with this task; "
+                                 "else a tiny preset, a local path or a hub id")
+    sft: SFTConfig = option(default_factory=SFTConfig, help="SFT warm start (method sft, or model '')")
+    dtype: str = option("float32", choices=("float32", "bfloat16"), help="parameter dtype")
+    device: str = option("cpu", help="torch device: cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    seed: int = option(0, min=0, help="run seed: data order, sampling seeds, subsets")
+    steps: int = option(40, min=1, help="optimizer steps (one per batch of prompts)")
+    prompts_per_step: int = option(8, min=1, help="training prompts per step (global, over all ranks)")
+    train_problems: int = option(10000, min=1, help="size of the train split the prompts are drawn from")
+    lr: float = option(1e-4, min=0.0, help="peak AdamW learning rate (paper: 2e-5 with LoRA on 4B; the "
+                                           "tiny full-finetune default is higher, see BENCHMARKS.md)")
+    warmup_steps: int = option(0, min=0, help="linear warmup steps")
+    schedule: str = option("constant", choices=("constant", "linear", "cosine"),
+                           help="learning-rate schedule after warmup")
+    betas: tuple[float, ...] = option((0.9, 0.999), min=0.0, max=1.0, help="AdamW betas (two numbers)")
+    weight_decay: float = option(0.0, min=0.0, help="AdamW decoupled weight decay")
+    grad_clip: float = option(1.0, min=0.0, help="max global gradient norm (0 = off)")
+    temperature: float = option(1.0, min=1e-6, help="sampling temperature of rollouts (paper: 1.0)")
+    max_new_tokens: int = option(64, min=1, help="L: max new tokens of a GRPO trace (and of SPIRAL's if "
+                                                 "spiral_max_new_tokens is null)")
+    spiral_max_new_tokens: int | None = option(None, min=1, help="L_s: max new tokens of SPIRAL's search "
+                                                                 "and aggregation traces (paper: L/2)")
+    group_size: int = option(24, min=1, help="GRPO G: samples per prompt")
+    scale_std: bool = option(True, help="GRPO: divide advantages by the group std + 1e-4")
+    n1: int = option(8, min=1, help="SPIRAL N1: search traces per prompt")
+    k: int = option(4, min=1, help="SPIRAL K: distinct subsets per prompt")
+    subset_size: int = option(4, min=1, help="SPIRAL n: search traces shown per subset")
+    n2: int = option(4, min=1, help="SPIRAL N2: aggregation traces per subset")
+    uncovered: str = option("zero", choices=("zero", "drop", "force"),
+                            help="search traces in no subset: zero = advantage 0 in the loss (default), "
+                                 "drop = left out of the loss, force = subsets cover every trace")
+    candidate_order: str = option("random", choices=("random", "index"),
+                                  help="order of the candidates in an aggregation prompt")
+    L_target: int | None = option(None, min=1, help="length control: positive advantage -> 0 for outputs "
+                                                    "longer than this (null = off)")
+    dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
+    dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
+    loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
+    micro_batch_size: int = option(64, min=0, help="traces per forward/backward (0 = all at once)")
+    sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
+    checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
+
+    def validate(self) -> None:
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas: {list(self.betas)} must be two numbers")
+        if self.method == "spiral":
+            import math
+            if self.subset_size > self.n1:
+                raise ConfigError(f"subset_size: {self.subset_size} > n1 = {self.n1}")
+            if self.k > math.comb(self.n1, self.subset_size):
+                raise ConfigError(f"k: {self.k} distinct subsets of size {self.subset_size} from n1 = {self.n1} "
+                                  "do not exist")
+            if self.uncovered == "force" and self.k * self.subset_size < self.n1:
+                raise ConfigError(f"uncovered: 'force' needs k * subset_size >= n1 ({self.k}*{self.subset_size} "
+                                  f"< {self.n1})")
+
+    @property
+    def spiral_L(self) -> int:
+        return self.spiral_max_new_tokens or self.max_new_tokens
+
+
+def preset_path(name: str) -> Path:
+    p = PRESET_DIR / f"{name}.yaml"
+    if not p.is_file():
+        known = sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; known: {known}")
+    return p
+
+
+def make_config(method: str | None = None, config: str | os.PathLike | None = None,
+                overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig from a preset name or YAML file (default preset `train_tiny`) + overrides + method."""
+    src = config or "train_tiny"
+    path = Path(src) if (os.sep in str(src) or str(src).endswith((".yaml", ".yml"))) else preset_path(str(src))
+    ov = dict(overrides or {})
+    if method is not None:
+        ov["method"] = method
+    return load_yaml(TrainConfig, path, ov)
+
+
+# ------------------------------------------------------------------------ matched compute
+class PairingError(ValueError):
+    """Two runs' training compute (generated tokens per prompt) differ by more than the tolerance."""
+
+
+def budget_tokens_per_prompt(cfg: TrainConfig) -> int:
+    """Max-token budget per prompt: grpo G x L, spiral (N1 + K x N2) x L_s, sft 0."""
+    if cfg.method == "grpo":
+        return cfg.group_size * cfg.max_new_tokens
+    if cfg.method == "spiral":
+        return (cfg.n1 + cfg.k * cfg.n2) * cfg.spiral_L
+    return 0
+
+
+def tokens_per_prompt(run: TrainConfig | str | os.PathLike) -> tuple[float, str]:
+    """(figure, what it is) for a TrainConfig (budget) or a run folder (logged, else budget)."""
+    if isinstance(run, TrainConfig):
+        return float(budget_tokens_per_prompt(run)), f"{run.method} max-token budget per prompt"
+    d = Path(run)
+    if not (d / "config.yaml").is_file():
+        raise FileNotFoundError(f"{d} is not a run folder (no config.yaml)")
+    cfg = build(TrainConfig, merge(yaml.safe_load((d / "config.yaml").read_text()) or {}, {}))
+    from spiral_bench.trainers.loop import read_metrics
+    rows = read_metrics(d)
+    prompts = sum(r["prompts_sampled"] for r in rows)
+    if prompts:
+        return (sum(r["generated_tokens"] for r in rows) / prompts,
+                f"{cfg.method} run {d} generated tokens per prompt over {len(rows)} steps")
+    return float(budget_tokens_per_prompt(cfg)), f"{cfg.method} run {d} (no steps yet) max-token budget per prompt"
+
+
+def check_pairing(run_a, run_b, tolerance: float = 0.10, allow: bool = False) -> dict:
+    """Refuse (PairingError with both figures) to pair two runs whose tokens per prompt differ by
+    more than `tolerance` (relative to the larger); `allow=True` only reports. Runs: folders or configs."""
+    (fa, da), (fb, db) = tokens_per_prompt(run_a), tokens_per_prompt(run_b)
+    rel = abs(fa - fb) / max(fa, fb) if max(fa, fb) > 0 else 0.0
+    matched = rel <= tolerance
+    if not matched and not allow:
+        raise PairingError(f"training compute is not matched: {da} = {fa:g} vs {db} = {fb:g} "
+                           f"(differ by {rel:.1%} > tolerance {tolerance:.0%}); match them or allow unmatched "
+                           "runs explicitly (--allow-unmatched)")
+    return {"a": fa, "b": fb, "a_what": da, "b_what": db, "relative_difference": rel, "matched": matched}
