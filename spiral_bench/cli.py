@@ -3,6 +3,8 @@
     spiral-bench tasks list
     spiral-bench tasks show TASK [--n N] [--split S] [--data-dir DIR] [--opt key=value ...]
     spiral-bench sample --task T --model M [--n N] [--max-new-tokens L] ...
+    spiral-bench train --method sft|grpo|spiral [--config FILE] [--task T] [--model M] [--steps S] --out DIR
+    spiral-bench eval --checkpoint DIR [--baseline DIR] --task T --budget-grid G --out DIR
     spiral-bench analyze FILE.jsonl --out DIR
 
 Heavy imports (torch, transformers) happen inside the subcommand that needs them, so
@@ -12,7 +14,6 @@ print one line `error: ...` and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .config import ConfigError, parse_override
@@ -42,6 +43,67 @@ def cmd_tasks(args) -> int:
         if task.procedural:
             trace = task.gold_trace(p)
             print(f"gold trace: {trace!r}  (reward {task.reward(p, trace):.0f})")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .backends import Request, SamplingConfig, derive_seed
+    from .backends.factory import get_backend
+    from .tasks import get_task
+
+    task = get_task(args.task, **_task_options(args.opt, args.data_dir))
+    backend = get_backend(args.backend, args.model, device=args.device, dtype=args.dtype)
+    stop = ("\n",) if task.procedural else ()
+    sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=stop)
+    problems = task.problems(args.split, n=args.problems, seed=args.seed)
+    outs = backend.generate([Request(task.prompt(p), n=args.n, seed=derive_seed(args.seed, 'sample', p.id)) for p in problems], sampling)
+    total = correct = 0
+    for p, samples in zip(problems, outs):
+        print(f"=== {p.id}  prompt={task.prompt(p)!r}  gold={task.reference(p)}")
+        for j, s in enumerate(samples):
+            r = task.reward(p, s.text)
+            total, correct = total + 1, correct + r
+            print(f"  [{j}] reward={r:.0f} answer={task.extract(s.text)!r} prompt_tokens={s.prompt_tokens} "
+                  f"completion_tokens={s.completion_tokens} finish={s.finish_reason}  {s.text!r}")
+    print(f"mean reward {correct / max(total, 1):.3f} over {total} samples")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .trainers.loop import train
+    from .trainers.train_config import check_pairing, make_config
+
+    ov = dict(parse_override(o) for o in (args.set or []))
+    for key in ("task", "model", "steps", "seed"):
+        if getattr(args, key) is not None:
+            ov[key] = getattr(args, key)
+    cfg = make_config(args.method, args.config, ov)
+    if args.pair_with:  # refuse before spending compute on an unmatched comparison
+        check_pairing(cfg, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
+    final = train(cfg, args.out, progress=not args.no_progress)
+    if args.pair_with:
+        rep = check_pairing(args.out, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
+        print(f"matched compute: {rep['a']:.0f} vs {rep['b']:.0f} generated tokens per prompt "
+              f"({rep['relative_difference']:.1%})")
+    print(f"final checkpoint: {final}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, format_verdicts
+
+    ckpts = {args.label: args.checkpoint}
+    if args.baseline:
+        ckpts[args.baseline_label] = args.baseline
+    task = args.task
+    if args.opt or args.data_dir:
+        from .tasks import get_task
+        task = get_task(args.task, **_task_options(args.opt, args.data_dir))
+    analysis = evaluate(ckpts, task, args.budget_grid, args.out, seed=args.seed, device=args.device,
+                        dtype=args.dtype, baseline_label=args.baseline_label if args.baseline else None,
+                        B=args.bootstrap)
+    print(format_verdicts(analysis))
+    print(f"wrote {args.out}/cells.parquet and {args.out}/analysis.json")
     return 0
 
 
@@ -82,6 +144,56 @@ def build_parser() -> argparse.ArgumentParser:
                       "default $SPIRAL_BENCH_DATA, else the hub")
     show.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option, e.g. n_ops=3")
     t.set_defaults(func=cmd_tasks)
+
+    def model_flags(p):
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+        p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+
+    sm = sub.add_parser("sample", help="sample traces from a model and print answers, rewards, token counts")
+    sm.add_argument("--task", required=True)
+    sm.add_argument("--model", required=True, help="tiny preset (tiny-1m, tiny-5m, tiny-20m), local path or hub id")
+    sm.add_argument("--n", type=int, default=4, help="samples per problem")
+    sm.add_argument("--problems", type=int, default=3, help="number of problems")
+    sm.add_argument("--max-new-tokens", type=int, default=64)
+    sm.add_argument("--temperature", type=float, default=1.0)
+    sm.add_argument("--split", default="test")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--backend", default="hf", choices=("hf", "vllm"))
+    sm.add_argument("--data-dir", default=None)
+    sm.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
+    model_flags(sm)
+    sm.set_defaults(func=cmd_sample)
+
+    tr = sub.add_parser("train", help="train sft | grpo | spiral into a run folder (resumes a killed run)")
+    tr.add_argument("--method", choices=("sft", "grpo", "spiral"), default=None)
+    tr.add_argument("--config", default=None, help="YAML file or preset (train_tiny [default], train_paper)")
+    tr.add_argument("--task", default=None)
+    tr.add_argument("--model", default=None, help="starting policy; default: the cached SFT base")
+    tr.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. lr=3e-4")
+    tr.add_argument("--pair-with", default=None, metavar="RUN_DIR",
+                    help="the other method's run: refuse unless generated tokens per prompt match")
+    tr.add_argument("--tolerance", type=float, default=0.10, help="matched-compute tolerance (default 10%%)")
+    tr.add_argument("--allow-unmatched", action="store_true", help="pair runs even when compute differs")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="sweep a budget grid for a checkpoint (and a baseline), with statistics")
+    ev.add_argument("--checkpoint", required=True, help="model folder, tiny preset or hub id")
+    ev.add_argument("--label", default="method", help="name of the checkpoint in the results")
+    ev.add_argument("--baseline", default=None, help="baseline model folder")
+    ev.add_argument("--baseline-label", default="baseline")
+    ev.add_argument("--task", required=True)
+    ev.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    ev.add_argument("--data-dir", default=None)
+    ev.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
+    model_flags(ev)
+    ev.set_defaults(func=cmd_eval)
 
     a = sub.add_parser("analyze", help="pass@k, maj@k, multipliers with bootstrap CIs from a samples "
                        "JSONL made by any engine")

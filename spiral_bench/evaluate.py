@@ -44,7 +44,9 @@ ALL_COMPUTE = ("prompt_tokens",) + COMPUTE_COLS
 FIXED_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 POINT_COLS = ["family", "max_tokens", "k", "set_size", "steps", "pool_size"]
 SCHEMA = "spiral-bench/analysis/1"
-PAPER_SETUP = "Qwen3-4B-Instruct-2507 (LoRA) on competition maths"
+PAPER_SETUP = "Qwen3-4B-Instruct-2507 with LoRA, SPIRAL vs GRPO"
+NOTE_SEP = " | "                             # between the segments of a verdict row's note
+BENCHMARK_TASKS = {"AIME 2025": ("aime25",)}   # claim benchmark -> task names that are that benchmark
 VERDICT_COLUMNS = ["claim", "description", "published", "unit", "source", "benchmark", "method", "baseline",
                    "measured", "ci_lo", "ci_hi", "censored", "verdict", "note"]
 
@@ -247,9 +249,14 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
         row = {"claim": c["id"], "description": c["description"], "published": c["value"], "unit": c["unit"],
                "source": c["source"], "benchmark": c["benchmark"], "method": meth, "baseline": base,
                "measured": None, "ci_lo": None, "ci_hi": None, "censored": False, "verdict": "not measured"}
-        notes = [f"measured on {where} ({analysis.get('n_problems')} problems) with this run's models; the "
-                 f"published figure is for {c['benchmark']} with {PAPER_SETUP}: a different model and benchmark, "
-                 f"so this checks the direction and size of the effect here, not the published number"]
+        if ctx.get("task") in BENCHMARK_TASKS.get(c["benchmark"], ()):
+            first = (f"measured on {where} ({analysis.get('n_problems')} problems), the benchmark of the published "
+                     f"figure; the paper's setup ({PAPER_SETUP}) may still differ from this run's models")
+        else:
+            first = (f"measured on {where} ({analysis.get('n_problems')} problems) with this run's models; the "
+                     f"published figure is for another benchmark ({c['benchmark']}) and setup ({PAPER_SETUP}), "
+                     f"so this checks the direction and size of the effect here, not the published number")
+        notes = [first]
         est, censored = None, False
         if meth is None or base is None:
             notes.append("no baseline to compare with")
@@ -285,7 +292,7 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                 notes.append(f"the CI reaches the no-effect value {c['null_value']} or is undefined")
         elif meth is not None and base is not None and len(notes) == 1:
             notes.append("the needed cells are not in the store (or are undefined)")
-        row["note"] = "; ".join(notes)
+        row["note"] = NOTE_SEP.join(notes)
         rows.append(row)
     return rows
 
@@ -333,8 +340,14 @@ def format_verdicts(analysis: dict) -> str:
         ci = f"[{_num(r.ci_lo, r.unit)}, {_num(r.ci_hi, r.unit)}]" if r.measured is not None else ""
         lines.append(f"{r.claim:32s} {_num(r.published, r.unit):>10s} {meas:>10s} {ci:>24s}  {r.verdict}")
     if len(t):
-        lines.append(f"method {t.method.iloc[0]} vs baseline {t.baseline.iloc[0]}. Notes:")
-        lines += [f"  {r.claim}: {r.note}" for r in t.itertuples(index=False)]
+        lines.append(f"method {t.method.iloc[0]} vs baseline {t.baseline.iloc[0]}; verdicts: CI vs the published "
+                     f"value, 'inconclusive' when the CI also reaches the no-effect value. Notes:")
+        seen: set = set()
+        for r in t.itertuples(index=False):      # each distinct note segment once
+            for seg in str(r.note).split(NOTE_SEP):
+                if seg not in seen:
+                    seen.add(seg)
+                    lines.append(f"  [{r.claim}] {seg}")
     return "\n".join(lines)
 
 

@@ -139,11 +139,12 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "floa
     """(model in eval mode on `device`, tokenizer with left padding) for a path, hub id or tiny preset."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch_dtype = to_dtype(dtype)
     path = resolve_model(name_or_path, cache_dir=cache_dir, seed=seed)
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=to_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except (OSError, ValueError) as e:
         where = "a local directory" if Path(path).exists() else "not a local directory"
         raise FileNotFoundError(

@@ -104,22 +104,77 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:min(ends)], True) if ends else (text, False)
 
 
-def _mask_dict(model, allowed: torch.Tensor, dtype: torch.dtype):
-    """A ready 4-D mask for every layer type, or None if this model needs HF's own mask code.
+def decode_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Plain matmul attention for the sampler (registered as transformers attention "spiral_decode").
+
+    query [B, H, Q, D], key/value [B, Hkv, K, D], attention_mask additive float [B, 1, Q, K] or None.
+    out = softmax(q k^T * scaling + mask) v, returned as [B, Q, H, D]. For Q = 1 grouped-query heads
+    are folded into the query axis instead of repeating K/V (no copy of the cache).
+    """
+    b, h, q, d = query.shape
+    hk = key.shape[1]
+    g = h // hk
+    if g > 1 and q == 1:
+        query = query.reshape(b, hk, g, d)
+        mask = attention_mask
+    elif g > 1:
+        key, value = key.repeat_interleave(g, 1), value.repeat_interleave(g, 1)
+        mask = attention_mask
+    else:
+        mask = attention_mask
+    s = torch.matmul(query * scaling, key.transpose(-1, -2))
+    if mask is not None:
+        s = s + mask
+    o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(value.dtype), value)
+    return o.reshape(b, h, q, -1).transpose(1, 2), None
+
+
+_ATTN = "spiral_decode"
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+    AttentionInterface.register(_ATTN, decode_attention)
+
+
+_register_attention()
+
+
+class _use_decode_attention:
+    """Context manager: switch a model with 'sdpa'/'eager' attention and only full-attention layers
+    to `decode_attention` (restored on exit); `self.active` says whether it did."""
+
+    def __init__(self, model, enabled: bool = True):
+        cfg = model.config
+        types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+        self.cfg, self.old = cfg, getattr(cfg, "_attn_implementation", None)
+        self.active = enabled and self.old in ("sdpa", "eager") and types == {"full_attention"}
+
+    def __enter__(self):
+        if self.active:
+            self.cfg._attn_implementation = _ATTN
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            self.cfg._attn_implementation = self.old
+
+
+def _bool_mask_dict(model, allowed: torch.Tensor):
+    """HF-compatible ready masks for the teacher-forced pass (sdpa: bool, eager: additive), or None.
 
     allowed: [B, 1, Q, K] bool, True = may attend.
     """
     cfg = model.config
     impl = getattr(cfg, "_attn_implementation", None)
-    types = set(getattr(cfg, "layer_types", None) or ["full_attention"])
-    if types != {"full_attention"}:
+    if set(getattr(cfg, "layer_types", None) or ["full_attention"]) != {"full_attention"}:
         return None
     if impl == "sdpa":
         return {"full_attention": allowed}
     if impl == "eager":
-        neg = torch.finfo(dtype).min
+        dtype = next(model.parameters()).dtype
         return {"full_attention": torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-                .masked_fill(~allowed, neg)}
+                .masked_fill(~allowed, torch.finfo(dtype).min)}
     return None
 
 
@@ -137,8 +192,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     q = torch.arange(input_ids.shape[1], device=input_ids.device)
     allowed = (q[None, :] <= q[:, None])[None] & mask[:, None, :]
     allowed = (allowed | torch.eye(len(q), dtype=torch.bool, device=q.device)[None])[:, None]
-    dtype = next(model.parameters()).dtype
-    masks = _mask_dict(model, allowed, dtype)
+    masks = _bool_mask_dict(model, allowed)
     logits = model(input_ids=input_ids, attention_mask=masks if masks is not None else attention_mask,
                    position_ids=pos, use_cache=False).logits[:, n_prompt - 1:-1].float()
     t = temperature if temperature > 0 else 1.0
@@ -269,69 +323,84 @@ class Sampler:
                 ids[i, P - len(p):] = torch.tensor(p, device=dev)
         valid = torch.arange(P, device=dev)[None, :] >= (P - plen)[:, None]      # [U, P]
         pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
-        kv_valid = torch.zeros(len(distinct), L, dtype=torch.bool, device=dev)
-        kv_valid[:, :P] = valid
-        q = torch.arange(P, device=dev)[:, None]
-        k = torch.arange(P, device=dev)[None, :]
-        allowed = ((k <= q)[None] & valid[:, None, :]) | (k == q)[None]          # [U, P, P]
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         cache = PreallocCache(cfg.num_hidden_layers, L)
-        masks = _mask_dict(model, allowed[:, None], self.dtype) if self.fast_masks else None
-        logits = model(input_ids=ids, attention_mask=masks if masks is not None else valid.long(),
-                       position_ids=pos, past_key_values=cache, use_cache=True,
-                       logits_to_keep=1).logits[:, -1].float()
-        # fan out the prompt cache to the samples (shared-prefix sampling)
-        r = torch.tensor(rep, device=dev)
-        cache.select_rows(r)
-        logits, kv_valid = logits[r], kv_valid[r]
-        next_pos = plen[r]
-        seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
-        tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
-        logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
-        length = torch.zeros(B, dtype=torch.long, device=dev)        # 0 = still running
-        stopped = torch.zeros(B, dtype=torch.bool, device=dev)
-        rows = torch.arange(B, device=dev)      # active row -> unit index
-        stops = tuple(s for s in sc.stop if s)
-        strs = self.token_strings() if stops else None
-        texts = [""] * B
-        window = max((len(s) for s in stops), default=0) + 16
-        done_row = torch.zeros(B, dtype=torch.bool, device=dev)
-        check = 1 if dev.type == "cpu" else 8
-        for t in range(max_new):
-            tok, lp = select_tokens(logits, seeds[rows], t, sc.temperature, sc.top_k, sc.top_p)
-            tokens[rows, t] = tok
-            logps[rows, t] = lp
-            hit = torch.isin(tok, self.eos)
-            if stops:
-                hit = hit.clone()
-                tl = tok.tolist()
-                for i, (ui, ti) in enumerate(zip(rows.tolist(), tl)):
-                    texts[ui] = (texts[ui] + strs[ti])[-window:]
-                    if any(s in texts[ui] for s in stops):
-                        hit[i] = True
-            newly = ~done_row & (hit | (t + 1 >= budgets[rows]))
-            length[rows] = torch.where(newly, t + 1, length[rows])
-            stopped[rows] |= newly & hit
-            done_row = done_row | newly
-            if t + 1 == max_new:
-                break
-            if t % check == check - 1 or t == 0:
-                n_done = int(done_row.sum())
-                if n_done == len(rows):
+        with _use_decode_attention(model, self.fast_masks) as attn:
+            if attn.active:  # ready additive masks; pad query rows attend to themselves (no NaN)
+                q = torch.arange(P, device=dev)
+                allowed = ((q[None, :] <= q[:, None])[None] & valid[:, None, :]) | torch.eye(
+                    P, dtype=torch.bool, device=dev)[None]                           # [U, P, P]
+                pre_mask = {"full_attention": self._additive(allowed[:, None])}
+                kvm = torch.full((len(distinct), L), float("-inf"), dtype=self.dtype, device=dev)
+                kvm[:, :P].masked_fill_(valid, 0.0)
+                on = 0.0
+            else:  # let transformers build masks from a 2-D 0/1 mask
+                pre_mask = valid.long()
+                kvm = torch.zeros(len(distinct), L, dtype=torch.long, device=dev)
+                kvm[:, :P] = valid
+                on = 1
+            logits = model(input_ids=ids, attention_mask=pre_mask, position_ids=pos,
+                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            # fan out the prompt cache to the samples (shared-prefix sampling)
+            r = torch.tensor(rep, device=dev)
+            cache.select_rows(r)
+            logits, kvm, next_pos = logits[r], kvm[r], plen[r]
+            seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
+            tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
+            logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
+            length = torch.zeros(B, dtype=torch.long, device=dev)
+            stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+            rows = torch.arange(B, device=dev)       # active row -> unit index
+            done, budget = torch.zeros(B, dtype=torch.bool, device=dev), budgets
+            stops = tuple(x for x in sc.stop if x)
+            strs = self.token_strings() if stops else None
+            texts, window = [""] * B, max((len(x) for x in stops), default=0) + 16
+            check = 1 if dev.type == "cpu" else 8
+            compacted = False
+            for t in range(max_new):
+                tok, lp = select_tokens(logits, seeds, t, sc.temperature, sc.top_k, sc.top_p)
+                if compacted:
+                    tokens[rows, t], logps[rows, t] = tok, lp
+                else:
+                    tokens[:, t], logps[:, t] = tok, lp
+                hit = torch.isin(tok, self.eos)
+                if stops:
+                    for i, (ui, ti) in enumerate(zip(rows.tolist(), tok.tolist())):
+                        texts[ui] = (texts[ui] + strs[ti])[-window:]
+                        if any(x in texts[ui] for x in stops):
+                            hit[i] = True
+                newly = ~done & (hit | (budget <= t + 1))
+                self._record(length, stopped, rows, newly, hit, t + 1)
+                done |= newly
+                if t + 1 == max_new:
                     break
-                if n_done * 2 >= len(rows) and len(rows) >= 8:   # compact: drop finished rows
-                    keep = torch.nonzero(~done_row)[:, 0]
-                    cache.select_rows(keep)
-                    rows, kv_valid, next_pos = rows[keep], kv_valid[keep], next_pos[keep]
-                    tok, done_row = tok[keep], done_row[keep]
-            kv_valid[:, P + t] = True
-            kv = kv_valid[:, :P + t + 1]
-            masks = _mask_dict(model, kv[:, None, None, :], self.dtype) if self.fast_masks else None
-            logits = model(input_ids=tok[:, None],
-                           attention_mask=masks if masks is not None else kv.long(),
-                           position_ids=(next_pos + t)[:, None], past_key_values=cache,
-                           use_cache=True).logits[:, -1]
+                if t % check == check - 1 or t == 0:
+                    n_done = int(done.sum())
+                    if n_done == len(rows):
+                        break
+                    if n_done * 2 >= len(rows) and len(rows) >= 8:  # drop finished rows
+                        keep = torch.nonzero(~done)[:, 0]
+                        cache.select_rows(keep)
+                        rows, kvm, next_pos, tok = rows[keep], kvm[keep], next_pos[keep], tok[keep]
+                        seeds, budget, done = seeds[keep], budget[keep], done[keep]
+                        compacted = True
+                kvm[:, P + t] = on
+                m = kvm[:, :P + t + 1]
+                logits = model(input_ids=tok[:, None],
+                               attention_mask={"full_attention": m[:, None, None, :]} if attn.active else m,
+                               position_ids=(next_pos + t)[:, None], past_key_values=cache,
+                               use_cache=True).logits[:, -1]
         return self._finish(units, tokens, logps, length, stopped, stops)
+
+    def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(
+            ~allowed, float("-inf"))
+
+    @staticmethod
+    def _record(length, stopped, rows, newly, hit, n) -> None:
+        """For rows that just finished: length = n, stopped = hit (EOS / stop string)."""
+        length[rows] = torch.where(newly, n, length[rows])
+        stopped[rows] = torch.where(newly, hit, stopped[rows])
 
     def _finish(self, units, tokens, logps, length, stopped, stops) -> list[Sample]:
         res = []

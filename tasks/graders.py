@@ -23,7 +23,9 @@ completion bounds its work first:
   extracted region, LaTeX extraction only (never sympy's `parse_expr`, which evals), run under
   `run_with_timeout(MATH_TIMEOUT_S)` with math-verify's own signal timeouts turned off. The
   trusted gold answer is parsed once, cached, under its own limit (`prepare_gold`), and
-  math-verify is imported and warmed up once outside any limit. Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
+  math-verify is imported and warmed up once outside any limit. A prediction that holds or
+  evaluates to oo/zoo/nan never matches a finite gold answer (math-verify 0.9 grades
+  `\\infty+\\tan(\\pi/2)` equal to any number). Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
   sympy compute something huge (long text, deep nesting, power towers or powers of powers,
   exponents or factorials/binomials of big literals, sums/products/integrals/limits,
   control or non-ASCII digit characters). Never raises; a timeout or an error is "not equal".
@@ -349,8 +351,7 @@ _RUN_CODE = run_with_timeout.__code__
 # --- math-verify ----------------------------------------------------------------------------
 _BIG_FACT = re.compile(r"(?:[0-9]{4,}|[)}\]])\s*!")
 _BIG_BINOM = re.compile(r"\\[dt]?binom\s*\{[^}]*[0-9]{5,}|\\choose")
-_BANNED = ("\\sum", "\\prod", "\\int", "\\lim", "\\oint", "\\Gamma", "\\operatorname",
-           "gamma", "factorial", "binomial", "__", "lambda", "import")
+_BANNED = ("\\sum", "\\prod", "\\int", "\\lim", "\\oint", "\\Gamma", "\\operatorname", "__", "import")
 
 
 def _group_end(s: str, j: int) -> int:
@@ -452,24 +453,51 @@ def _mv_parse(latex: str):
                     parsing_timeout=None)
 
 
-_GOLD: dict[str, list] = {}
+def _nonfinite(parsed: list) -> bool:
+    """True if a parsed answer holds oo, -oo, zoo or nan, literally or in the value of any
+    sub-expression (`\\infty+\\tan(\\pi/2)`, `\\sqrt{2}/\\log(0)`); an evaluation error counts."""
+    import sympy
+    bad = (sympy.oo, -sympy.oo, sympy.zoo, sympy.nan)
+    for x in parsed:
+        if not isinstance(x, sympy.Basic):
+            continue
+        if x.has(*bad):
+            return True
+        for sub in sympy.preorder_traversal(x):
+            if isinstance(sub, (sympy.Atom, sympy.Tuple)) or not isinstance(sub, sympy.Expr):
+                continue
+            try:
+                v = sub.evalf(15)
+            except Exception:  # noqa: BLE001
+                return True
+            if isinstance(v, sympy.Basic) and v.has(*bad):
+                return True
+    return False
+
+
+_GOLD: dict[str, tuple[list, bool]] = {}
 
 
 def prepare_gold(gold: str) -> bool:
     """Parse and cache a gold answer ahead of grading (the first `math_equal` against a gold
     answer parses it, which can take a few hundred ms); True if math-verify could parse it."""
     try:
-        return bool(_gold_parsed(gold))
+        return bool(_gold_parsed(gold)[0])
     except Exception:  # noqa: BLE001
         return False
 
 
-def _gold_parsed(gold: str) -> list:
-    """math-verify's parse of a (trusted) gold answer: cached, under its own GOLD_TIMEOUT_S."""
+def _gold_parsed(gold: str) -> tuple[list, bool]:
+    """(math-verify's parse, is it non-finite) of a trusted gold answer: cached, computed under
+    its own GOLD_TIMEOUT_S."""
     if gold not in _GOLD:
         if len(_GOLD) > 65536:
             _GOLD.clear()
-        _GOLD[gold] = run_with_timeout(lambda: _mv_parse(gold), GOLD_TIMEOUT_S, None) or []
+
+        def work():
+            parsed = _mv_parse(gold)
+            return parsed, _nonfinite(parsed)
+        _GOLD[gold] = run_with_timeout(work, GOLD_TIMEOUT_S, None) or ([], False)
     return _GOLD[gold]
 
 
@@ -507,13 +535,15 @@ def _math_equal(gold: str, pred: str, timeout: float) -> bool:
         if g.denominator == 1 and p.denominator == 1:
             return False
     mv = _mv()
-    gp = _gold_parsed(gold)
+    gp, gold_nonfinite = _gold_parsed(gold)
     if not gp:
         return False
 
     def work() -> bool:
         pp = _mv_parse(pred)
-        return bool(pp and mv.verify(gp, pp, timeout_seconds=None))
+        if not pp or (_nonfinite(pp) and not gold_nonfinite):  # math-verify says oo+zoo == 902
+            return False
+        return bool(mv.verify(gp, pp, timeout_seconds=None))
     return run_with_timeout(work, timeout, False) is True
 
 

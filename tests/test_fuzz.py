@@ -69,7 +69,7 @@ def hostile_completions(n: int = N_GENERATED, seed: int = 0) -> list[str]:
     out = ["", " ", "\n", "#", "####", "\\boxed{}", "\\boxed{", "}" * 50, "$$", "#\n#",
            "9" * MB, "(" * 10 ** 6 + "1" + ")" * 10 ** 6, "\\boxed{" + "(" * 10 ** 6 + "1" + ")" * 10 ** 6 + "}",
            "#" + "1" * MB, "\\boxed{" + "1" * MB + "}", "#" + "(" * MB, "a" * MB + "\\boxed{9**9**9}",
-           "".join(rng.choice("0123456789+-*/()#;\\{}^") for _ in range(MB)), "\\boxed{" * 100_000, "\n" * MB]
+           "".join(rng.choices("0123456789+-*/()#;\\{}^", k=MB)), "\\boxed{" * 100_000, "\n" * MB]
     while len(out) < n:
         text = rng.choice(WRAPPERS).format(x=_payload(rng))
         if rng.random() < 0.2:
@@ -163,7 +163,7 @@ def test_fuzz_every_grader(graders):
 
 
 def test_right_answers_survive_hostile_context(graders):
-    junk = "".join(random.Random(1).choice("()[]{}#\\^*9 ") for _ in range(MB))
+    junk = "".join(random.Random(1).choices("()[]{}#\\^*9 ", k=MB))
     for name, (task, problem) in graders.items():
         if name in ("arithmetic",) or name.startswith("countdown"):
             right = task.gold_trace(problem)

@@ -12,7 +12,7 @@ import pytest
 
 from spiral_bench.tasks import get_task
 from spiral_bench.tasks.base import Problem
-from spiral_bench.tasks.graders import math_equal, parse_number, run_with_timeout
+from spiral_bench.tasks.graders import latex_is_safe, math_equal, parse_number, run_with_timeout
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,7 @@ def test_math500_every_gold_answer(tasks):
     answers = [p.answer for p in probs]
     for i, p in enumerate(probs):
         gold = p.answer
+        assert latex_is_safe(gold), gold  # the input guard never rejects a real answer
         assert t.reward(p, f"... so the answer is \\boxed{{{gold}}}") == 1.0, gold
         # the same answer, written differently, so it goes through math-verify (no string match)
         assert t.reward(p, f"\\boxed{{\\displaystyle {gold}}}") == 1.0, gold
@@ -124,6 +125,11 @@ TABLE = [
     ("math500", "\\frac12", "\\boxed{0.50000001}", 1, "math-verify QUIRK: rounds floats to 6 places"),
     ("math500", "2", "\\boxed{2.0000001}", 0, "math-verify QUIRK: ...but not here (inconsistent)"),
     ("math500", "5", "\\boxed{x=5}", 1, "an assignment counts as its value"),
+    ("math500", "902", "\\boxed{\\infty+\\tan(\\pi/2)}", 0, "math-verify says 1 (oo + zoo); our guard says 0"),
+    ("math500", "902", "\\boxed{\\log(0)}", 0, ""),
+    ("math500", "(-\\infty, 3]", "\\boxed{\\left(-\\infty, 3\\right]}", 1, "infinities in the gold stay allowed"),
+    ("math500", "(-\\infty, 3]", "\\boxed{\\infty+\\tan(\\pi/2)}", 0, ""),
+    ("aime24", "902", "\\boxed{\\infty+\\tan(\\pi/2)}", 0, "found by the fuzz test"),
     ("gsm8k", "18", "#### 18", 1, ""),
     ("gsm8k", "18", "\\boxed{18}", 1, ""),
     ("gsm8k", "18", "The answer is $18.00", 1, ""),
@@ -213,3 +219,13 @@ def test_parse_number_normalisation():
         assert parse_number(text) == want, text
     for text in ["١٨", "１８", "1e5", "nan", "inf", "3 apples and 4", "1,2", "9" * 41, "1/0", "", None, "²"]:
         assert parse_number(text) is None, text
+
+
+def test_latex_guard():
+    for ok in ["x^2+1", "2^{10}", "9^{999}", "(x^2+1)^2", "10^{-5}", "5!", "\\binom{10}{3}", "\\frac{\\sqrt{3}}{2}",
+               "90^\\circ", "e^{i\\pi}"]:
+        assert latex_is_safe(ok), ok
+    for bad in ["9**9**9", "9^9^9", "10^{10^{10}}", "2^{10000}", "x^{x^{x}}", "(10^{99})^{99}", "(((2^2)^2)^2)^2",
+                "1000!", "(3!)!", "\\binom{100000}{5}", "\\Gamma(5)", "\\sum_{i=1}^{9} i", "\\int_0^1 x",
+                "١٨", "１８", "18²", "1\x002", "((((((((1))))))))", "9" * 61, "x" * 401, "__import__('os')", ""]:
+        assert not latex_is_safe(bad), bad

@@ -226,7 +226,7 @@ def test_lm_eval_cli_runs_our_k8_task(tiny_dir, tmp_path):
     assert len(samples) == 8
     task = get_task("arithmetic")
     for s in samples:  # lm-eval's per-doc numbers equal the brute force over its own 8 responses
-        comps = s["filtered_resps"]
+        (comps,) = s["filtered_resps"]  # one request per doc; its 8 responses kept by the filter
         assert len(comps) == 8
         problem = next(p for p in task.problems("test", n=8) if p.id == s["doc"]["id"])
         want = _brute([task.reward(problem, c) for c in comps], [task.canonical(task.extract(c)) for c in comps])
@@ -235,8 +235,7 @@ def test_lm_eval_cli_runs_our_k8_task(tiny_dir, tmp_path):
 
 # ------------------------------------------------- `spiral-bench lm-eval --model spiral` (b)
 def test_run_cli_spiral_model_equals_spiral_bench(tiny_dir, tmp_path):
-    from spiral_bench.backends.hf import HFBackend
-    from spiral_bench.models import load_model
+    from spiral_bench.evaluate import make_backend  # the backend `spiral-bench eval` uses
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "parity_probe.yaml").write_text(
@@ -252,12 +251,11 @@ def test_run_cli_spiral_model_equals_spiral_bench(tiny_dir, tmp_path):
                       "--output_path", str(out), "--log_samples"])
     assert rc == 0
     results = _results(out)["results"]
-    model, tok = load_model(tiny_dir)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=12, stop=("\n",))
     for lm_name, spiral in [("spiral_arithmetic", "arithmetic"), ("parity_probe", "lmeval_parity")]:
         task = get_task(spiral)
         problems = task.problems("test", n=6)
-        backend = HFBackend(model, tok)
+        backend = make_backend(tiny_dir)
         recs = run_scaffold(ScaffoldConfig(name="rsa", **scaffold), backend, task, problems, sampling)
         by_id = {s["doc"]["id"]: s for s in _samples(out, lm_name)}
         assert sorted(by_id) == sorted(p.id for p in problems)

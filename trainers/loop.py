@@ -433,8 +433,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True) -
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    if cfg.method == "sft":
-        _prepare_dir(cfg, out, rank == 0)
+    if cfg.method == "sft":  # single-process: under torchrun only rank 0 trains
+        if rank != 0:
+            return out / "final"
+        _prepare_dir(cfg, out, True)
         path = ensure_sft_base(sft_config_for(cfg), progress=progress)
         if rank == 0 and not (out / "final").exists():
             tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))

@@ -42,7 +42,7 @@ class TrainConfig:
 
     method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
     task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
-    task_options: dict = option(default_factory=lambda: {"n_ops": 3, "modulus": 100},
+    task_options: dict = option(default_factory=lambda: {"n_ops": 3, "modulus": 100, "ops": "+-"},
                                 help="task options (arithmetic: n_ops, modulus, ...)")
     model: str = option("", help="starting policy: '' = the cached SFT base built from `sft` with this task; "
                                  "else a tiny preset, a local path or a hub id")
@@ -53,7 +53,7 @@ class TrainConfig:
     steps: int = option(40, min=1, help="optimizer steps (one per batch of prompts)")
     prompts_per_step: int = option(8, min=1, help="training prompts per step (global, over all ranks)")
     train_problems: int = option(10000, min=1, help="size of the train split the prompts are drawn from")
-    lr: float = option(1e-4, min=0.0, help="peak AdamW learning rate (paper: 2e-5 with LoRA on 4B; the "
+    lr: float = option(2e-4, min=0.0, help="peak AdamW learning rate (paper: 2e-5 with LoRA on 4B; the "
                                            "tiny full-finetune default is higher, see BENCHMARKS.md)")
     warmup_steps: int = option(0, min=0, help="linear warmup steps")
     schedule: str = option("constant", choices=("constant", "linear", "cosine"),

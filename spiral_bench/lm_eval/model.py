@@ -11,6 +11,9 @@ majority, aggregate, rsa) with its sizes n, set_size, population, subset, steps,
 (sequences decoded together; lm-eval's own --batch_size is ignored), temperature (overrides the
 request's), default_max_gen_toks (used only when a request has no max_gen_toks).
 
+The model is served by `spiral_bench.evaluate.make_backend` (the hf backend `spiral-bench eval`
+uses); `SpiralLM.with_backend(backend, **model_args)` wraps any other spiral-bench backend.
+
 How a `generate_until` request runs:
 - sampling (`SamplingConfig`) from the request's gen_kwargs: max_new_tokens = max_gen_toks,
   stop = until, temperature = model_args temperature, else 0 when do_sample is false, else the
@@ -164,10 +167,12 @@ def sampling_from_gen_kwargs(gen_kwargs: dict, cfg: SpiralModelConfig) -> Sampli
     return build(SamplingConfig, spec)
 
 
-def make_backend(model, tokenizer):
-    """spiral-bench's HF backend over a loaded model (the same engine `spiral-bench eval` uses)."""
-    from spiral_bench.backends.hf import HFBackend
-    return HFBackend(model, tokenizer)
+def make_backend(pretrained: str, device: str, dtype: str):
+    """The hf backend `spiral-bench eval` uses (`spiral_bench.evaluate.make_backend`: the
+    backends factory when present, else `sampling.Sampler` over `models.load_model`)."""
+    from spiral_bench.evaluate import make_backend as eval_backend
+    from spiral_bench.models import resolve_model
+    return eval_backend(resolve_model(pretrained), device=device, dtype=dtype)
 
 
 @register_model("spiral")
@@ -182,14 +187,13 @@ class SpiralLM(LM):
                               "hub id or tiny preset)")
         import torch
 
-        from spiral_bench.models import load_model
         device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             # lm-eval's CLI passes --device (default cuda) to every model; fall back like `hf` does
             logging.getLogger(__name__).warning("device %r is not available; using cpu", device)
             device = "cpu"
-        self.model, self.tokenizer = load_model(self.cfg.pretrained, dtype=self.cfg.dtype, device=device)
-        self.backend = make_backend(self.model, self.tokenizer)
+        self.backend = make_backend(self.cfg.pretrained, device, self.cfg.dtype)
+        self._tokenizer = getattr(self.backend, "tokenizer", None)
         self._device = device
 
     @classmethod
@@ -199,7 +203,7 @@ class SpiralLM(LM):
         self = cls.__new__(cls)
         LM.__init__(self)
         self._configure(model_args)
-        self.model, self.tokenizer, self.backend, self._device = None, tokenizer, backend, "cpu"
+        self._tokenizer, self.backend, self._device = tokenizer, backend, "cpu"
         return self
 
     def _configure(self, model_args: dict) -> None:
@@ -225,6 +229,16 @@ class SpiralLM(LM):
     @property
     def device(self):
         return self._device
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (for chat templates), loaded on first use if the backend has none."""
+        if self._tokenizer is None and self.cfg.pretrained is not None:
+            from transformers import AutoTokenizer
+
+            from spiral_bench.models import resolve_model
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.cfg.pretrained))
+        return self._tokenizer
 
     @property
     def tokenizer_name(self) -> str:

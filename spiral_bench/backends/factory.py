@@ -1,0 +1,24 @@
+"""`get_backend(name, model_or_path, **opts)`: build a generation backend by name.
+
+- "hf": `model_or_path` is a (model, tokenizer) pair or a name/path/tiny preset loaded with
+  `spiral_bench.models.load_model(dtype=opts.get("dtype", "float32"), device=opts.get("device", "cpu"))`.
+- "vllm": `model_or_path` is a path, hub id or tiny preset; opts go to `vllm.LLM`. Raises
+  ImportError naming `pip install spiral-bench[vllm]` when vllm is not installed.
+"""
+from __future__ import annotations
+
+BACKENDS = ("hf", "vllm")
+
+
+def get_backend(name: str, model_or_path, **opts):
+    if name == "hf":
+        from .hf import HFBackend
+        if isinstance(model_or_path, tuple):
+            model, tok = model_or_path
+            return HFBackend(model, tok, device=opts.get("device"), dtype=opts.get("dtype"))
+        return HFBackend.from_pretrained(str(model_or_path), dtype=opts.get("dtype", "float32"),
+                                         device=opts.get("device", "cpu"), seed=opts.get("seed", 0))
+    if name == "vllm":
+        from .vllm import VLLMBackend
+        return VLLMBackend(str(model_or_path), **opts)
+    raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")

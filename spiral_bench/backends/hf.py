@@ -1,0 +1,53 @@
+"""The default generation backend: transformers models sampled by `spiral_bench.sampling.Sampler`.
+
+`HFBackend(model, tokenizer, device=None, dtype=None)` takes a loaded model + tokenizer (or use
+`HFBackend.from_pretrained(name_or_path, dtype=..., device=...)`, which goes through
+`spiral_bench.models.load_model`, so tiny presets, local paths and hub ids all work).
+`generate(requests, sampling, progress=False)` returns, per request, its n `Sample`s; sample j of a
+request is drawn with seed `sample_seed(request.seed, j)` (Gumbel-max with per-sample
+counter-based noise), so results do not depend on batching. Log-probs follow the convention
+documented in `spiral_bench.sampling` (log_softmax(logits / T) at the chosen token, no top-k/top-p
+renormalisation).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..models import load_model, model_info, to_dtype
+from ..sampling import Sampler
+from .base import Request, Sample, SamplingConfig
+
+
+class HFBackend:
+    """`Backend` over a transformers causal LM (CPU fp32/bf16, CUDA bf16)."""
+
+    name = "hf"
+
+    def __init__(self, model, tokenizer, device: str | torch.device | None = None,
+                 dtype: str | torch.dtype | None = None):
+        if dtype is not None:
+            model = model.to(to_dtype(dtype))
+        if device is not None:
+            model = model.to(device)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.sampler = Sampler(model, tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, dtype: str = "float32", device: str = "cpu",
+                        seed: int = 0) -> "HFBackend":
+        model, tok = load_model(name_or_path, dtype=dtype, device=device, seed=seed)
+        return cls(model, tok)
+
+    def generate(self, requests: Sequence[Request], sampling: SamplingConfig,
+                 progress: bool = False) -> list[list[Sample]]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.sampler.generate(requests, sampling, progress=progress)
+        finally:
+            self.model.train(was_training)
+
+    def model_info(self) -> dict:
+        return model_info(self.model)
