@@ -1,5 +1,5 @@
 """Benchmark: learning signal of GRPO and SPIRAL from the shared SFT base on the default
-procedural task (preset `train_tiny`: arithmetic, 3 ops of + and - mod 100, tiny-1m), on CPU.
+procedural task (preset `train_tiny`: arithmetic, 2 ops mod 100, tiny-1m), on CPU.
 
 1. the SFT base (cached by config hash; trained on a miss);
 2. GRPO and SPIRAL, `--steps` steps each from that base, same seed, data order and lr; the

@@ -88,7 +88,7 @@ def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperat
     """
     logits = logits.float()
     t = temperature if temperature > 0 else 1.0
-    logp = torch.log_softmax(logits / t, dim=-1)
+    logp = torch.log_softmax(logits, dim=-1)
     if temperature <= 0:
         tokens = torch.argmax(logits, dim=-1)
     else:

@@ -1,40 +1,36 @@
 """Safe grading helpers shared by every task: bounded parsing, number normalisation, math-verify.
 
-Model output is hostile input. Nothing here calls eval/exec, and every function that reads a
-completion bounds its work first:
+Model output is hostile input: nothing here calls eval/exec, every reader bounds its work first,
+and the public graders never raise.
 
-- `tail(text)`: non-strings become "", and only the last `MAX_TAIL` (4,096) characters are kept.
-- `parse_arith(text, ...)`: a recursive-descent parser/evaluator for `+ - * /` and parentheses
-  over ASCII integers, with exact `Fraction` arithmetic. Grammar (standard precedence, left
-  associative):  expr := term (('+'|'-') term)* ;  term := factor (('*'|'/') factor)* ;
-  factor := INT | '(' expr ')' | '-' factor (only if allow_unary).  Bounds: input length,
-  nesting depth (parentheses and unary minus), digits per literal, |value| of every
-  intermediate result; `^` and `**` are rejected; division by zero and (if `integer_only`) a
-  non-integer intermediate result are errors. Raises `ExprError`; `safe_arith` returns None.
-- `parse_number(text)`: numeric normalisation of an answer string to a `Fraction`: strips
-  `\\boxed{}`, `$...$`, `\\$`, `%`, `\\!`, `{,}`, `\\text{units}`, trailing plain-word units
-  ("18 dollars"), a leading "x =" / "answer:"; accepts `-1,234.50`, `3/4`, `\\frac{a}{b}`,
-  `\\dfrac12`. Only ASCII digits count: unicode digits (Arabic-Indic, full-width,
-  superscripts) make the answer non-matching (None).
-- `answer_region(text)`: the final-answer region of a free-form completion, in priority order:
-  the last `\\boxed{...}`/`\\fbox{...}`, the text after the last "####", after the last
-  "answer is"/"answer:", else the last number.
-- `math_equal(gold, pred)` / `math_canonical(answer)`: math-verify (`parse` + `verify`) on the
-  extracted region, LaTeX extraction only (never sympy's `parse_expr`, which evals), run under
-  `run_with_timeout(MATH_TIMEOUT_S)` with math-verify's own signal timeouts turned off. The
-  trusted gold answer is parsed once, cached, under its own limit (`prepare_gold`), and
-  math-verify is imported and warmed up once outside any limit. A prediction that holds or
-  evaluates to oo/zoo/nan never matches a finite gold answer (math-verify 0.9 grades
-  `\\infty+\\tan(\\pi/2)` equal to any number). Before math-verify sees a prediction, `latex_is_safe` rejects regions that could make
-  sympy compute something huge (long text, deep nesting, power towers or powers of powers,
-  exponents or factorials/binomials of big literals, sums/products/integrals/limits,
-  control or non-ASCII digit characters). Never raises; a timeout or an error is "not equal".
-- `run_with_timeout(fn, limit, default)`: on the main thread, a SIGALRM interval timer raises a
-  BaseException subclass inside `fn` (so `except Exception` in library code cannot swallow it),
-  re-fired every 50 ms until `fn` has stopped, and never raised in the wrapper's own frame;
-  on any other thread (or without SIGALRM), `fn` runs in a daemon thread that is abandoned after `limit` seconds (the caller gets
-  `default` on time; the abandoned thread may keep a CPU busy until it finishes, which the
-  input guards keep short). Nested calls on the main thread run under the outer deadline.
+- `tail(text)`: the last `MAX_TAIL` (4,096) characters ('' for non-strings).
+- `parse_arith(text, ...)`: recursive descent over ASCII integers, `+ - * /` and parentheses
+  with exact `Fraction`s; standard precedence, left associative:
+  expr := term (('+'|'-') term)*, term := factor (('*'|'/') factor)*,
+  factor := INT | '(' expr ')' | '-' factor (if allow_unary). Bounds: length, nesting depth,
+  digits per literal, |intermediate|; `^`/`**` rejected; division by zero and (integer_only)
+  non-integer intermediates are errors (`ExprError`; `safe_arith` returns None).
+- `parse_number(text)`: an answer string as an exact number, stripping `\\boxed{}`, `$`, `\\$`,
+  `%`, `\\!`, `{,}`, `\\text{..}`, `^\\circ`, trailing plain-word units ("18 dollars"), "x ="; accepts
+  `-1,234.50`, `3/4`, `\\frac{a}{b}`, `\\dfrac12`. Only ASCII digits count: unicode digits
+  (Arabic-Indic, full-width, superscripts) make an answer non-matching (None).
+- `answer_region(text)`: the last `\\boxed{..}`/`\\fbox{..}`, else after the last "####", else after
+  the last "answer is"/"answer:", else the last number.
+- `math_equal(gold, pred)` / `math_canonical(answer)`: math-verify `parse` (LaTeX extraction
+  only: never sympy's `parse_expr`, which evals) + `verify`, under `run_with_timeout(
+  MATH_TIMEOUT_S)` with math-verify's own signal timeouts off. `latex_is_safe` first rejects
+  regions that could make sympy compute something huge (length, nesting, power towers, powers
+  of powers, big exponents/factorials/binomials, sums/integrals/limits, control characters,
+  unicode digits). The trusted gold is parsed once and cached under its own limit
+  (`prepare_gold`); math-verify is imported and warmed up once, outside any limit. A
+  prediction holding or evaluating to oo/zoo/nan never matches a finite gold (math-verify 0.9
+  grades `\\infty+\\tan(\\pi/2)` equal to any number).
+- `run_with_timeout(fn, limit, default)`: on the main thread a SIGALRM interval timer raises a
+  BaseException inside `fn` (so `except Exception` in libraries cannot swallow it), re-fired
+  every 50 ms, never inside the wrapper's own frame. On other threads (or without SIGALRM) `fn`
+  runs in a daemon thread abandoned after `limit` s: the caller gets `default` on time, the
+  thread may burn CPU until it ends (the input guards keep that short). Nested calls on the
+  main thread run under the outer deadline.
 """
 from __future__ import annotations
 
@@ -88,30 +84,20 @@ class _Parser:
             raise ExprError(f"non-integer intermediate result {v}")
         return v
 
-    def expr(self) -> Fraction:
-        v = self.term()
-        while self.peek() in ("+", "-"):
+    def binary(self, ops: str, operand) -> Fraction:
+        """operand ((op in ops) operand)*, folded left to right."""
+        v = operand()
+        while self.peek() and self.peek() in ops:
             op = self.s[self.i]
             self.i += 1
-            w = self.term()
-            v = self.check(v + w if op == "+" else v - w)
+            w = operand()
+            if op == "/" and w == 0:
+                raise ExprError("division by zero")
+            v = self.check(v + w if op == "+" else v - w if op == "-" else v * w if op == "*" else v / w)
         return v
 
-    def term(self) -> Fraction:
-        v = self.factor()
-        while self.peek() in ("*", "/"):
-            op = self.s[self.i]
-            self.i += 1
-            if self.peek() == "*":
-                raise ExprError("exponentiation is not allowed")
-            w = self.factor()
-            if op == "*":
-                v = self.check(v * w)
-            else:
-                if w == 0:
-                    raise ExprError("division by zero")
-                v = self.check(v / w)
-        return v
+    def expr(self) -> Fraction:
+        return self.binary("+-", lambda: self.binary("*/", self.factor))
 
     def enter(self):
         self.depth += 1
@@ -541,9 +527,9 @@ def _math_equal(gold: str, pred: str, timeout: float) -> bool:
 
     def work() -> bool:
         pp = _mv_parse(pred)
-        if not pp or (_nonfinite(pp) and not gold_nonfinite):  # math-verify says oo+zoo == 902
+        if not pp or not mv.verify(gp, pp, timeout_seconds=None):
             return False
-        return bool(mv.verify(gp, pp, timeout_seconds=None))
+        return gold_nonfinite or not _nonfinite(pp)  # math-verify says oo + tan(pi/2) == 902
     return run_with_timeout(work, timeout, False) is True
 
 

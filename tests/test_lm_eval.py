@@ -51,8 +51,16 @@ class FirstCharParity(ArithmeticTask):
         return float(a is not None and ord(a) % 2 == int(problem.answer) % 2)
 
 
-register("lmeval_parity")(FirstCharParity)
-register("lmeval_fake")(lambda **_: FakeTask(answers=FAKE_ANSWERS))
+@pytest.fixture(scope="module", autouse=True)
+def _test_tasks():
+    """Register this file's two test tasks for its tests only."""
+    from spiral_bench.tasks.base import _REGISTRY
+    register("lmeval_parity")(FirstCharParity)
+    register("lmeval_fake")(lambda **_: FakeTask(answers=FAKE_ANSWERS))
+    yield
+    _REGISTRY.pop("lmeval_parity", None)
+    _REGISTRY.pop("lmeval_fake", None)
+    hooks._task.cache_clear()
 
 
 def _results(out_dir: Path) -> dict:

@@ -45,17 +45,17 @@ class SFTConfig:
     """Supervised warm start of a tiny model on solver-written search and aggregation traces."""
 
     task: str = option("arithmetic", help="procedural task with gold_trace / gold_aggregation_trace")
-    task_options: dict = option(default_factory=lambda: {"n_ops": 3, "modulus": 100, "ops": "+-"},
+    task_options: dict = option(default_factory=lambda: {"n_ops": 2, "modulus": 100},
                                 help="options passed to the task (arithmetic: n_ops, modulus, ...)")
     model: str = option("tiny-1m", help="starting model: a tiny preset (random init), a path or a hub id")
     init_seed: int = option(0, help="seed of the tiny model's random initialisation", min=0)
-    steps: int = option(600, help="optimizer steps", min=0)
+    steps: int = option(1500, help="optimizer steps", min=0)
     batch_size: int = option(32, help="examples per step (search + aggregation)", min=1)
     lr: float = option(3e-3, help="peak AdamW learning rate", min=0.0)
     warmup_steps: int = option(50, help="linear warmup steps", min=0)
     weight_decay: float = option(0.01, help="AdamW decoupled weight decay", min=0.0)
     grad_clip: float = option(1.0, help="max global gradient norm (0 = off)", min=0.0)
-    agg_fraction: float = option(0.15, help="share of each batch that are aggregation examples", min=0.0, max=1.0)
+    agg_fraction: float = option(0.25, help="share of each batch that are aggregation examples", min=0.0, max=1.0)
     n_candidates: int = option(4, help="candidates shown in an aggregation example (SPIRAL's n)", min=1)
     corrupt_prob: float = option(0.5, help="probability that a shown candidate is a corrupted gold trace",
                                  min=0.0, max=1.0)

@@ -42,7 +42,7 @@ class TrainConfig:
 
     method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
     task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
-    task_options: dict = option(default_factory=lambda: {"n_ops": 3, "modulus": 100, "ops": "+-"},
+    task_options: dict = option(default_factory=lambda: {"n_ops": 2, "modulus": 100},
                                 help="task options (arithmetic: n_ops, modulus, ...)")
     model: str = option("", help="starting policy: '' = the cached SFT base built from `sft` with this task; "
                                  "else a tiny preset, a local path or a hub id")
