@@ -6,6 +6,7 @@
     spiral-bench train --method sft|grpo|spiral [--config FILE] [--task T] [--model M] [--steps S] --out DIR
     spiral-bench eval --checkpoint DIR [--baseline DIR] --task T --budget-grid G --out DIR
     spiral-bench analyze FILE.jsonl --out DIR
+    spiral-bench lm-eval-path | spiral-bench lm-eval [lm-eval flags]
 
 Heavy imports (torch, transformers) happen inside the subcommand that needs them, so
 `spiral-bench --help` is fast. Errors a user can fix (bad config, unknown task, missing files)
@@ -203,7 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_analyze)
+
+    sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
+                   "(for lm-eval --include_path)").set_defaults(func=lambda a: _lm_eval().cli_path())
+    le = sub.add_parser("lm-eval", add_help=False, prefix_chars="\0",
+                        help="lm-eval's own CLI (same flags) with spiral-bench's tasks and the `spiral` model type")
+    le.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval, e.g. run --model spiral ...")
+    le.set_defaults(func=lambda a: _lm_eval().run_cli(a.lm_eval_args))
     return ap
+
+
+def _lm_eval():
+    """spiral_bench.lm_eval, imported only when an lm-eval subcommand runs (it imports lm-eval)."""
+    import spiral_bench.lm_eval as m
+    return m
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,16 @@
 
 Algorithm (per batch of at most `batch_size` sequences, requests sorted by prompt length):
 1. Shared-prefix prefill: every *distinct* prompt of the batch is run once (left padded to the
-   longest, explicit position ids, a hand-built causal+padding mask) into a pre-allocated
-   transformers `StaticCache` of length P + max_new_tokens; its K/V rows and last logits are then
-   fanned out (index_select) to the n samples of that prompt.
-2. Decoding: all sequences advance together, one token per step, writing K/V in place into the
-   static cache (no per-step re-allocation); the attention mask is a pre-allocated [B, L] bool
-   tensor with one column switched on per step, passed as a ready 4-D mask, and position ids are
-   precomputed (prompt length + step). Finished rows are compacted away when half are done.
+   longest, explicit position ids, a hand-built causal+padding mask) into `PreallocCache`, a
+   transformers `Cache` allocated once at [B, H, P + max_new_tokens, D] per layer; its K/V rows and
+   last logits are then fanned out (index_select) to the n samples of that prompt.
+2. Decoding: all sequences advance together, one token per step, copying K/V in place into the
+   cache (no per-step re-allocation, attention reads only the filled part); the additive mask is
+   a pre-allocated [B, L] tensor with one column switched on per step, passed as a ready 4-D
+   mask; position ids = prompt length + step. For models with 'sdpa'/'eager' attention and only
+   full-attention layers, attention runs in `decode_attention` (matmul attention, grouped-query
+   heads folded without copying K/V); other models fall back to transformers' own masks and
+   kernels. Finished rows are compacted away once half of the batch is done.
 3. Token choice (Gumbel-max with counter-based noise, one random stream per sample):
        z = logits / T, restricted by top-k / top-p (others set to -inf),
        token = argmax_v (z_v + g_v),   g_v = -log(-log(u_v)),
@@ -88,7 +91,7 @@ def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperat
     """
     logits = logits.float()
     t = temperature if temperature > 0 else 1.0
-    logp = torch.log_softmax(logits, dim=-1)
+    logp = torch.log_softmax(logits / t, dim=-1)
     if temperature <= 0:
         tokens = torch.argmax(logits, dim=-1)
     else:
