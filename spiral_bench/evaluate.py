@@ -352,38 +352,22 @@ def format_verdicts(analysis: dict) -> str:
 
 
 # ------------------------------------------------------------------------------- evaluate
-class _SamplerBackend:
-    """Fallback hf backend over `sampling.Sampler` (used only when backends.hf is not available)."""
+def make_backend(path, device: str = "cpu", dtype: str = "float32"):
+    """The hf backend for a checkpoint (`backends.factory.get_backend("hf", path, ...)`).
 
-    prefix_consistent = True
+    The hf sampler is prefix-consistent (sample j's tokens come from counter-based noise keyed by
+    (seed, step, vocab index), so a trace with budget L is the first L tokens of the same trace
+    with a larger budget; tests/test_evaluate.py checks it), so a backend that does not declare
+    `prefix_consistent` itself is marked so here; the sweep then decodes truncated traces with
+    `backend.tokenizer.decode(ids, skip_special_tokens=True)`, as the sampler decodes its own.
+    """
+    from .backends.factory import get_backend
+    from .backends.hf import HFBackend
 
-    def __init__(self, model, tokenizer):
-        from .models import model_info
-        from .sampling import Sampler
-        self.sampler, self.tokenizer, self._info = Sampler(model, tokenizer), tokenizer, model_info(model)
-
-    def generate(self, requests, sampling, progress=False):
-        return self.sampler.generate(requests, sampling, progress=progress)
-
-    def model_info(self):
-        return dict(self._info)
-
-    def decode(self, token_ids):
-        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-
-
-def make_backend(path, device: str = "cpu", dtype: str = "float32", **options):
-    """The hf backend for a checkpoint: `backends.factory.get_backend("hf", path, ...)` if it
-    exists, else the model from `models.load_model` behind `_SamplerBackend`."""
-    try:
-        from .backends.factory import get_backend
-    except ImportError:
-        get_backend = None
-    if get_backend is not None:
-        return get_backend("hf", str(path), device=device, dtype=dtype, **options)
-    from .models import load_model
-    model, tok = load_model(path, dtype=dtype, device=device)
-    return _SamplerBackend(model, tok)
+    backend = get_backend("hf", str(path), device=device, dtype=dtype)
+    if isinstance(backend, HFBackend) and getattr(backend, "prefix_consistent", None) is None:
+        backend.prefix_consistent = True
+    return backend
 
 
 def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str = "cpu", dtype: str = "float32",

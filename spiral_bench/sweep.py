@@ -309,7 +309,7 @@ def _get_pool(backend, task, problems, sampling, n, rseed, path: Path, with_ids:
     return pd.read_parquet(path)
 
 
-def _decoder(backend):
+def decoder_of(backend):
     """token ids -> text, as the backend decodes its samples."""
     if callable(getattr(backend, "decode", None)):
         return backend.decode
@@ -381,7 +381,7 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
     if prefix_pool:  # absent when off, so stores made before prefix pooling existed still resume
         manifest["prefix_pool"] = True
     _manifest(out / "manifests" / f"{method}.json", manifest)
-    decode = _decoder(backend) if prefix_pool else None
+    decode = decoder_of(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
         stale.unlink(missing_ok=True)
 

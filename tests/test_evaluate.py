@@ -12,7 +12,7 @@ from spiral_bench.backends.base import Request, SamplingConfig
 from spiral_bench.evaluate import (VERDICT_COLUMNS, analyze_cells, evaluate, find_comparison, format_verdicts,
                                    make_backend, verdict_table)
 from spiral_bench.models import build_tiny, save
-from spiral_bench.sweep import CELL_COLUMNS, load_cells, truncate_sample
+from spiral_bench.sweep import CELL_COLUMNS, decoder_of, load_cells, truncate_sample
 
 P = 200
 U = (np.arange(P) + 0.5) / P                      # problem p is solved iff u_p < accuracy
@@ -114,7 +114,7 @@ def test_verdict_rows_for_every_claim(mult, expect):
         assert r.verdict in ("supported", "not supported", "inconclusive") and r.published is not None
         assert r.verdict == stats.verdict([r.ci_lo, r.ci_hi], r.published, ">=", r.censored,
                                           next(c["null_value"] for c in stats.load_claims() if c["id"] == r.claim))
-        assert "synthetic" in r.note and "different model and benchmark" in r.note
+        assert "synthetic" in r.note and "another benchmark" in r.note
     row = t.set_index("claim")
     assert row.loc["coverage_efficiency_up_to", "measured"] == pytest.approx(mult)
     assert row.loc["coverage_efficiency_up_to", "verdict"] == expect
@@ -131,6 +131,10 @@ def test_verdict_rows_for_every_claim(mult, expect):
     assert "|T2|" in row.loc["rsa_pass1_gap_aime2025", "note"]
     text = format_verdicts(a)
     assert all(i in text for i in ids) and expect in text
+    # on the published benchmark itself, the note says so (and only for that claim)
+    same = verdict_table(analyze_cells(claim_store(mult), ["m"], "b", B=50, context={"task": "aime25"})).set_index("claim")
+    assert "the benchmark of the published figure" in same.loc["coverage_efficiency_aime2025", "note"]
+    assert "another benchmark (BeyondAIME)" in same.loc["coverage_efficiency_beyondaime", "note"]
 
 
 def test_no_baseline_gives_unmeasured_rows_and_errors():
@@ -167,7 +171,7 @@ def test_hf_backend_is_prefix_consistent(tiny_dirs, stop):
         for s, lg in zip(rs, rl):
             assert s.token_ids == lg.token_ids[:16]
             assert (s.text, s.completion_tokens, s.finish_reason) == \
-                truncate_sample(lg.token_ids, lg.text, lg.finish_reason, 16, be.decode, stop)
+                truncate_sample(lg.token_ids, lg.text, lg.finish_reason, 16, decoder_of(be), stop)
             n_cut += lg.completion_tokens > 16
             if lg.completion_tokens <= 16:
                 assert (s.text, s.finish_reason) == (lg.text, lg.finish_reason)
