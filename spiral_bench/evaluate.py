@@ -355,19 +355,12 @@ def format_verdicts(analysis: dict) -> str:
 def make_backend(path, device: str = "cpu", dtype: str = "float32"):
     """The hf backend for a checkpoint (`backends.factory.get_backend("hf", path, ...)`).
 
-    The hf sampler is prefix-consistent (sample j's tokens come from counter-based noise keyed by
-    (seed, step, vocab index), so a trace with budget L is the first L tokens of the same trace
-    with a larger budget; tests/test_evaluate.py checks it), so a backend that does not declare
-    `prefix_consistent` itself is marked so here; the sweep then decodes truncated traces with
-    `backend.tokenizer.decode(ids, skip_special_tokens=True)`, as the sampler decodes its own.
+    HFBackend declares `prefix_consistent = True` (see its class), so the sweep draws one pool at
+    the largest max-token level and cuts it for the smaller ones.
     """
     from .backends.factory import get_backend
-    from .backends.hf import HFBackend
 
-    backend = get_backend("hf", str(path), device=device, dtype=dtype)
-    if isinstance(backend, HFBackend) and getattr(backend, "prefix_consistent", None) is None:
-        backend.prefix_consistent = True
-    return backend
+    return get_backend("hf", str(path), device=device, dtype=dtype)
 
 
 def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str = "cpu", dtype: str = "float32",

@@ -4,5 +4,6 @@
 asking for it without the `vllm` extra installed is a clear error.
 """
 from .base import Backend, Request, Sample, SamplingConfig, derive_seed, sample_seed
+from .factory import get_backend
 
-__all__ = ["Backend", "Request", "Sample", "SamplingConfig", "derive_seed", "sample_seed"]
+__all__ = ["Backend", "Request", "Sample", "SamplingConfig", "derive_seed", "sample_seed", "get_backend"]

@@ -24,6 +24,10 @@ class HFBackend:
     """`Backend` over a transformers causal LM (CPU fp32/bf16, CUDA bf16)."""
 
     name = "hf"
+    # Sample j's token t is drawn from noise keyed by (seed_j, t) only, so a trace generated with
+    # budget L is exactly the first L tokens of the same trace with a larger budget: the sweep
+    # draws one pool at the largest max-token level and cuts it for the smaller ones.
+    prefix_consistent = True
 
     def __init__(self, model, tokenizer, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None):
