@@ -252,7 +252,8 @@ def test_run_cli_spiral_model_equals_spiral_bench(tiny_dir, tmp_path):
         "generation_kwargs: {until: [\"\\n\"], max_gen_toks: 64, do_sample: false, temperature: 0.0}\n")
     out = tmp_path / "out"
     scaffold = dict(population=3, subset=2, steps=1, seed=3)
-    rc = sle.run_cli(["--model", "spiral", "--model_args",
+    from spiral_bench.cli import main as spiral_bench_main  # `spiral-bench lm-eval ...`
+    rc = spiral_bench_main(["lm-eval", "--model", "spiral", "--model_args",
                       f"pretrained={tiny_dir},scaffold=rsa," + ",".join(f"{k}={v}" for k, v in scaffold.items()),
                       "--include_path", str(probe), "--tasks", "spiral_arithmetic,parity_probe", "--limit", "6",
                       "--gen_kwargs", "do_sample=True,temperature=1.0,max_gen_toks=12",
