@@ -1,5 +1,8 @@
 """The `spiral-bench` command line: one subcommand per job, each a thin wrapper over the library.
 
+    spiral-bench run --method spiral|grpo|both --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
+    spiral-bench report RUN_DIR [RUN_DIR ...] [--out DIR]
+    spiral-bench reproduce RUN_DIR --out DIR
     spiral-bench tasks list
     spiral-bench tasks show TASK [--n N] [--split S] [--data-dir DIR] [--opt key=value ...]
     spiral-bench sample --task T --model M [--n N] [--max-new-tokens L] ...
@@ -90,6 +93,38 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .config import build
+    from .run import RunConfig, run_pipeline
+
+    fields = {"method": args.method, "budget_grid": args.budget_grid, "task": args.task, "model": args.model,
+              "train_config": args.config, "steps": args.steps, "seed": args.seed, "baseline": not args.no_baseline,
+              "tolerance": args.tolerance, "allow_unmatched": args.allow_unmatched, "device": args.device,
+              "dtype": args.dtype, "bootstrap": args.bootstrap,
+              "task_options": _task_options(args.opt, args.data_dir),
+              "train_overrides": dict(parse_override(o) for o in (args.set or []))}
+    cfg = build(RunConfig, {k: v for k, v in fields.items() if v is not None})
+    run_pipeline(cfg, args.out, progress=not args.no_progress)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    paths = write_report(args.run_dirs, args.out)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import format_diff, reproduce
+
+    diff = reproduce(args.run_dir, args.out)
+    print(format_diff(diff))
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, format_verdicts
 
@@ -132,6 +167,41 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train SPIRAL and GRPO side by side and measure them across sequential, "
                     "parallel and aggregative inference compute.")
     sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="the main job: SFT base, GRPO and SPIRAL training, budget-grid sweep, "
+                       "statistics and report in one resumable run folder")
+    r.add_argument("--method", choices=("spiral", "grpo", "both"), default="spiral",
+                   help="method to train (spiral and grpo also train the matched GRPO baseline unless --no-baseline)")
+    r.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
+    r.add_argument("--task", default=None, help="task (default: the training config's, arithmetic)")
+    r.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option, e.g. n_ops=3")
+    r.add_argument("--data-dir", default=None, help="data folder for dataset tasks (default $SPIRAL_BENCH_DATA)")
+    r.add_argument("--model", default=None, help="tiny (default: the cached SFT base), a tiny preset "
+                   "(tiny-1m, tiny-5m, tiny-20m), a local path or a hub id")
+    r.add_argument("--config", default=None, help="training preset (train_tiny [default], train_paper) or YAML")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="training config override for both methods, e.g. lr=3e-4 or sft.steps=800")
+    r.add_argument("--steps", type=int, default=None, help="RL steps of each method")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--no-baseline", action="store_true", help="do not train the GRPO baseline")
+    r.add_argument("--tolerance", type=float, default=None, help="matched-compute tolerance (default 10%%)")
+    r.add_argument("--allow-unmatched", action="store_true", help="compare runs whose compute is not matched")
+    r.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000)")
+    r.add_argument("--out", default="results", help="results root (default results/)")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--device", default=None, help="cpu or cuda")
+    r.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
+    r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("report", help="report.html, report.md and figures/ from saved run folders")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    rp.set_defaults(func=cmd_report)
+
+    rr = sub.add_parser("reproduce", help="rerun a run from its saved config and seeds; print saved vs new")
+    rr.add_argument("run_dir", metavar="RUN_DIR")
+    rr.add_argument("--out", required=True, help="folder for the rerun")
+    rr.set_defaults(func=cmd_reproduce)
 
     t = sub.add_parser("tasks", help="list task families or show problems, prompts and gold answers")
     tsub = t.add_subparsers(dest="tasks_cmd", required=True)

@@ -363,6 +363,21 @@ def make_backend(path, device: str = "cpu", dtype: str = "float32"):
     return get_backend("hf", str(path), device=device, dtype=dtype)
 
 
+def sweep_checkpoint(path, label: str, task, problems, grid, out_dir, seed: int = 0, device: str = "cpu",
+                     dtype: str = "float32", progress: bool = True, sampling=None):
+    """Sweep one checkpoint (a path, tiny preset or hub id) under `label` into out_dir's cell store
+    (`sweep.run_sweep`, resumable); frees the model afterwards. Returns its rows."""
+    from .sweep import run_sweep
+
+    backend = make_backend(path, device=device, dtype=dtype)
+    try:
+        return run_sweep(backend, task, problems, grid, label, out_dir, seed=seed, progress=progress,
+                         sampling=sampling)
+    finally:
+        del backend
+        gc.collect()
+
+
 def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str = "cpu", dtype: str = "float32",
              progress: bool = True, baseline_label: str | None = None, sampling=None, B: int = 2000,
              compute_col: str = "generated_tokens", split: str = "test", problems_seed: int = 0,
@@ -374,7 +389,7 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
     baseline_label: default the last label when there are two or more (none with one label).
     Returns the analysis dict.
     """
-    from .sweep import BudgetGrid, load_cells, load_grid, run_sweep, select_problems
+    from .sweep import BudgetGrid, load_cells, load_grid, select_problems
     from .tasks import get_task
 
     if not checkpoints:
@@ -388,10 +403,8 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
         raise ValueError(f"baseline_label {baseline_label!r} is not one of {labels}")
     problems = select_problems(task, grid, split=split, seed=problems_seed)
     for label, path in checkpoints.items():
-        backend = make_backend(path, device=device, dtype=dtype)
-        run_sweep(backend, task, problems, grid, label, out_dir, seed=seed, progress=progress, sampling=sampling)
-        del backend
-        gc.collect()
+        sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
+                         progress=progress, sampling=sampling)
     cells = load_cells(out_dir)
     context = {"task": getattr(task, "name", type(task).__name__), "grid": grid.name, "seed": seed,
                "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "split": split}

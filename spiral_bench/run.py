@@ -1,0 +1,343 @@
+"""The main job, `spiral-bench run`: base model -> GRPO and SPIRAL training -> budget-grid sweep of
+every checkpoint -> statistics -> report, in one resumable run folder.
+
+Stages (each resumes after a kill, because each underlying step does):
+1. `base`: the starting checkpoint. `model: tiny` (or a tiny preset name) = the shared SFT base,
+   trained once and cached by the hash of its config (`trainers.sft.ensure_sft_base`); any other
+   model (a local path or hub id) is used as given.
+2. `train_<method>` for the requested method and, unless `baseline: false`, the matched GRPO
+   baseline. Training runs live in `<out>/train/<method>-<config hash>/` (shared by every run under
+   the same results root, so an identical config is trained once and reused); the run folder links
+   to them as `train/<method>`. Matched compute is checked on the logged generated tokens per
+   prompt (`check_pairing`, `tolerance`): refused unless `allow_unmatched`.
+3. `sweep_<label>` for labels base, grpo, spiral: `evaluate.sweep_checkpoint` into the run's cell
+   store (finished cells are skipped).
+4. `analysis`: `evaluate.analyze_cells` -> analysis.json. Baseline "grpo" when both methods ran
+   (claims checked on spiral vs grpo), else "base".
+5. `report`: `report.write_report` -> report.html, report.md, figures/.
+
+Run folder `<out>/<method>-<task>-<grid>-<hash8>/` (hash of the RunConfig, so the same command
+finds the same folder and resumes it): run.yaml (the RunConfig), manifest.json (schema
+`spiral-bench/run/1`: versions, git commit, hardware, seeds, config hashes, data file hashes,
+models, pairing, per-stage status / wall seconds / peak RSS, reproduce commands), base/
+(sft_metrics.json), train/<method> (links), the sweep (cells/, cells.parquet, work/, manifests/),
+analysis.json, report.*. Stage seconds add up over attempts (a resumed stage counts both);
+peak_rss_mb is the process's peak resident memory so far (ru_maxrss) when the stage ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, build, config_hash, option, to_dict
+
+SCHEMA = "spiral-bench/run/1"
+PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
+            "pyarrow", "math-verify", "lm_eval", "trl", "vllm")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One `spiral-bench run`: what to train, from which base, and how to sweep it."""
+
+    method: str = option("spiral", choices=("spiral", "grpo", "both"),
+                         help="method to train; spiral and grpo also train the GRPO baseline unless baseline=false")
+    budget_grid: str = option("default", help="budget grid: preset (smoke, default, paper) or YAML path")
+    task: str | None = option(None, help="task; None = the training config's task (train_tiny: arithmetic)")
+    task_options: dict = option(default_factory=dict, help="task options (e.g. n_ops, data_dir) over the "
+                                                           "training config's")
+    model: str = option("tiny", help="'tiny' = the cached SFT base of the training config; a tiny preset "
+                                     "(tiny-1m, tiny-5m, tiny-20m) = an SFT base of that size; else a path or hub id")
+    train_config: str = option("train_tiny", help="training preset (train_tiny, train_paper) or YAML path")
+    train_overrides: dict = option(default_factory=dict, help="TrainConfig overrides (dotted keys: sft.steps)")
+    steps: int | None = option(None, min=1, help="RL steps of each method (None = the training config's)")
+    seed: int = option(0, min=0, help="seed of training, sweep and bootstrap")
+    baseline: bool = option(True, help="also train the matched GRPO baseline")
+    tolerance: float = option(0.10, min=0.0, help="matched-compute tolerance on generated tokens per prompt")
+    allow_unmatched: bool = option(False, help="compare runs whose training compute is not matched")
+    device: str = option("cpu", help="cpu or cuda")
+    dtype: str = option("float32", choices=("float32", "bfloat16"), help="dtype of sampling in the sweep")
+    bootstrap: int = option(2000, min=10, help="paired bootstrap resamples")
+
+    def methods(self) -> list[str]:
+        """The RL methods this run trains, baseline first."""
+        if self.method == "both" or (self.method == "spiral" and self.baseline):
+            return ["grpo", "spiral"]
+        return [self.method]
+
+
+def run_dir_for(cfg: RunConfig, out: str | os.PathLike) -> Path:
+    task = next(iter(train_configs(cfg).values())).task
+    return Path(out) / f"{cfg.method}-{task}-{Path(cfg.budget_grid).stem}-{config_hash(cfg, 8)}"
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    p = Path(run_dir) / "run.yaml"
+    if not p.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a spiral-bench run folder (no run.yaml)")
+    return build(RunConfig, yaml.safe_load(p.read_text()) or {})
+
+
+def command_for(cfg: RunConfig, out: str | os.PathLike) -> str:
+    """The `spiral-bench run` command line that makes exactly this RunConfig."""
+    d = RunConfig()
+    args = ["spiral-bench", "run", "--method", cfg.method, "--budget-grid", cfg.budget_grid]
+    if cfg.task:
+        args += ["--task", cfg.task]
+    for k, v in sorted(cfg.task_options.items()):
+        args += ["--opt", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    flags = {"model": "--model", "train_config": "--config", "steps": "--steps", "seed": "--seed",
+             "tolerance": "--tolerance", "device": "--device", "dtype": "--dtype", "bootstrap": "--bootstrap"}
+    for f, flag in flags.items():
+        if getattr(cfg, f) != getattr(d, f):
+            args += [flag, str(getattr(cfg, f))]
+    for k, v in sorted(cfg.train_overrides.items()):
+        args += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    if not cfg.baseline:
+        args.append("--no-baseline")
+    if cfg.allow_unmatched:
+        args.append("--allow-unmatched")
+    return shlex.join(args + ["--out", str(out)])
+
+
+# ------------------------------------------------------------------------ manifest facts
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _git() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _hardware(device: str) -> dict:
+    import torch
+    hw = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
+    if torch.cuda.is_available():
+        hw["gpu"] = torch.cuda.get_device_name(0)
+        hw["gpu_count"] = torch.cuda.device_count()
+    return hw
+
+
+def _data_files(task) -> dict:
+    """sha256 of every local data file the task reads (procedural tasks read none)."""
+    d, files = getattr(task, "data_dir", None), getattr(task, "files", {}) or {}
+    out = {}
+    for rel in files.values():
+        p = Path(d, rel) if d else None
+        if p is not None and p.is_file():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _peak_rss_mb() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
+    os.replace(tmp, path)
+
+
+class _Manifest:
+    """manifest.json kept up to date as stages run (status, wall seconds summed over attempts)."""
+
+    def __init__(self, path: Path, base: dict):
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        self.path, self.data = path, {**base, "stages": old.get("stages", {}), "started": old.get("started") or _now()}
+        self.save()
+
+    def save(self) -> None:
+        _write_json(self.path, self.data)
+
+    @contextmanager
+    def stage(self, name: str):
+        st = self.data["stages"].setdefault(name, {"seconds": 0.0})
+        st["status"] = "running"
+        self.save()
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            yield st
+            st["status"] = "done"
+        except BaseException:
+            st["status"] = "failed"
+            raise
+        finally:
+            st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - t0, 2)
+            st["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+            self.save()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _link(target: Path, link: Path) -> None:
+    """link -> target (relative symlink), replacing an old link."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and Path(os.readlink(link)) == Path(os.path.relpath(target, link.parent)):
+            return
+        link.unlink()
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+
+
+# ------------------------------------------------------------------------ the pipeline
+def train_configs(cfg: RunConfig) -> dict:
+    """{method: TrainConfig} of the RL runs, from the training preset + overrides + the run's flags."""
+    from .models import is_tiny
+    from .trainers.train_config import make_config
+
+    ov = dict(cfg.train_overrides)
+    if cfg.task:
+        ov["task"] = cfg.task
+    if cfg.task_options:
+        ov["task_options"] = {**make_config(None, cfg.train_config, ov).task_options, **cfg.task_options}
+    if cfg.model != "tiny":
+        if is_tiny(cfg.model):
+            ov.update({"model": "", "sft.model": cfg.model})
+        else:
+            ov["model"] = cfg.model
+    if cfg.steps is not None:
+        ov["steps"] = cfg.steps
+    ov["seed"] = cfg.seed
+    return {m: make_config(m, cfg.train_config, ov) for m in cfg.methods()}
+
+
+def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: bool = True,
+                 cache_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> dict:
+    """Run (or resume) every stage; returns the manifest. run_dir defaults to `run_dir_for(cfg, out)`;
+    cache_dir: where the SFT base is cached (default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench)."""
+    from . import evaluate as ev
+    from .sweep import load_cells, load_grid, select_problems
+    from .tasks import get_task
+    from .trainers.loop import train
+    from .trainers.sft import ensure_sft_base
+    from .trainers.train_config import check_pairing
+    from .trainers.loop import sft_config_for
+
+    out = Path(out)
+    rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
+    tcfgs = train_configs(cfg)                             # validates everything before any work
+    grid = load_grid(cfg.budget_grid)
+    first = next(iter(tcfgs.values()))
+    task = get_task(first.task, **first.task_options)
+    rd.mkdir(parents=True, exist_ok=True)
+    p = rd / "run.yaml"
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=True)
+    if p.is_file() and yaml.safe_load(p.read_text()) != yaml.safe_load(text):
+        raise ConfigError(f"{rd} holds a run with a different config (run.yaml); use another --out")
+    p.write_text(text)
+    sft_cfg = None if first.model else sft_config_for(first)
+    git, versions = _git(), _versions()
+    man = _Manifest(rd / "manifest.json", {
+        "schema": SCHEMA, "run": to_dict(cfg), "run_hash": config_hash(cfg), "run_dir": str(rd),
+        "command": command_for(cfg, out),
+        "reproduce": _reproduce_commands(cfg, out, rd, git, versions), "git": git, "versions": versions,
+        "hardware": _hardware(cfg.device),
+        "seeds": {"run": cfg.seed, "train": cfg.seed, "sweep": cfg.seed, "bootstrap": cfg.seed,
+                  "sft_init": first.sft.init_seed, "sft_data": first.sft.seed},
+        "config_hashes": {"run": config_hash(cfg), "grid": config_hash(grid),
+                          **({"sft": config_hash(sft_cfg)} if sft_cfg else {}),
+                          **{m: config_hash(c) for m, c in tcfgs.items()}},
+        "task": {"name": task.name, "options": first.task_options}, "data_files": _data_files(task),
+        "grid": to_dict(grid), "models": {}, "pairing": None})
+    models = man.data["models"]
+
+    with man.stage("base"):
+        if sft_cfg is not None:
+            base = ensure_sft_base(sft_cfg, cache_dir=cache_dir, progress=progress)
+            sm = Path(base) / "sft_metrics.json"
+            if sm.is_file():
+                (rd / "base").mkdir(exist_ok=True)
+                (rd / "base" / "sft_metrics.json").write_text(sm.read_text())
+                _print_base(json.loads(sm.read_text()))
+        else:
+            from .models import resolve_model
+            base = resolve_model(first.model)
+        models["base"] = str(base)
+    for m, tc in tcfgs.items():
+        with man.stage(f"train_{m}"):
+            tdir = out / "train" / f"{m}-{config_hash(tc)}"
+            tc = dataclasses.replace(tc, model=tc.model or str(base))
+            models[m] = str(train(tc, tdir, progress=progress))
+            _link(tdir, rd / "train" / m)
+    if len(tcfgs) == 2:
+        try:
+            rep = check_pairing(rd / "train" / "spiral", rd / "train" / "grpo", tolerance=cfg.tolerance,
+                                allow=cfg.allow_unmatched)
+        except ValueError as e:
+            raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
+                              "--allow-unmatched reuses them") from None
+        man.data["pairing"] = rep
+        print(f"matched compute: spiral {rep['a']:.0f} vs grpo {rep['b']:.0f} generated tokens per prompt "
+              f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
+    problems = select_problems(task, grid, seed=0)
+    labels = ["base", *tcfgs]
+    for label in labels:
+        with man.stage(f"sweep_{label}"):
+            ev.sweep_checkpoint(models[label], label, task, problems, grid, rd, seed=cfg.seed, device=cfg.device,
+                                dtype=cfg.dtype, progress=progress)
+    with man.stage("analysis"):
+        baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
+        context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
+                   "split": "test"}
+        analysis = ev.analyze_cells(load_cells(rd), labels, baseline, B=cfg.bootstrap, seed=cfg.seed,
+                                    claim_method="spiral" if "spiral" in tcfgs else None, context=context)
+        ev.write_analysis(analysis, rd)
+    man.data["finished"] = _now()
+    man.save()
+    with man.stage("report"):
+        from .report import write_report
+        man.data["report"] = {k: str(v) for k, v in write_report([rd]).items()}
+    man.save()
+    print(ev.format_verdicts(analysis))
+    print(f"report: {rd / 'report.html'}")
+    return man.data
+
+
+def _print_base(sm: dict) -> None:
+    ev = sm.get("eval") or {}
+    keys = [k for k in ev if k == "single" or k.startswith("pass@") or k == "aggregate"]
+    if keys:
+        print(f"SFT base on {ev.get('problems')} held-out problems: "
+              + ", ".join(f"{k}={ev[k]:.3f}" for k in keys), flush=True)
+
+
+def _reproduce_commands(cfg: RunConfig, out, rd: Path, git: dict, versions: dict) -> list[str]:
+    cmds = [f"git checkout {git['commit']}"] if git.get("commit") else []
+    cmds.append(f"pip install torch=={versions.get('torch', '').split('+')[0]} && pip install -e .")
+    cmds.append(command_for(cfg, out))
+    cmds.append(f"spiral-bench report {shlex.quote(str(rd))}")
+    return cmds
