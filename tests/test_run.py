@@ -1,0 +1,145 @@
+"""`spiral-bench run` end to end (smoke grid, `--method both`): the report, the cell store, the
+analysis and the printed verdict table exist and agree; a rerun resumes instead of redoing work;
+a stage that dies is marked failed and the next run finishes it; bad input fails fast."""
+import json
+import shlex
+
+import pandas as pd
+import pytest
+import yaml
+
+from spiral_bench.cli import build_parser, main
+from spiral_bench.evaluate import POINT_COLS, point_id, verdict_table
+from spiral_bench.run import RunConfig, command_for, load_run_config
+from spiral_bench.sweep import load_cells
+
+
+def test_smoke_run_end_to_end(smoke_run):
+    run_dir, stdout, seconds = smoke_run
+    assert seconds < 180, f"smoke run took {seconds:.0f} s"
+    for f in ("run.yaml", "manifest.json", "analysis.json", "cells.parquet", "report.html", "report.md"):
+        assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
+    assert str(run_dir / "report.html") in stdout
+
+    man = json.loads((run_dir / "manifest.json").read_text())
+    stages = ["base", "train_grpo", "train_spiral", "sweep_base", "sweep_grpo", "sweep_spiral", "analysis", "report"]
+    assert list(man["stages"]) == stages
+    assert all(man["stages"][s]["status"] == "done" and man["stages"][s]["seconds"] > 0 for s in stages)
+    assert man["pairing"]["matched"] and man["pairing"]["relative_difference"] <= 0.10
+    assert man["models"]["base"] != man["models"]["grpo"] != man["models"]["spiral"]
+
+    # the training runs behind the links logged one row per step
+    for m in ("grpo", "spiral"):
+        rows = (run_dir / "train" / m / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["step"] for r in rows] == [1, 2]
+        assert man["config_hashes"][m] in (run_dir / "train" / m).resolve().name
+
+    # cell store <-> analysis: every curve point's accuracy is the mean of its cells
+    cells = load_cells(run_dir)
+    assert set(cells["method"]) == {"base", "grpo", "spiral"}
+    analysis = json.loads((run_dir / "analysis.json").read_text())
+    assert analysis["baseline"] == "grpo" and analysis["n_problems"] == cells["problem_id"].nunique()
+    cells["point"] = [point_id(*r) for r in cells[POINT_COLS].itertuples(index=False)]
+    checked = 0
+    for m, fams in analysis["curves"].items():
+        for fam, pts in fams.items():
+            for p in pts:
+                per_problem = cells[(cells.method == m) & (cells.point == p["cell"])].groupby("problem_id").mean(
+                    numeric_only=True)
+                assert len(per_problem) == analysis["n_problems"]
+                assert p["accuracy"]["mean"] == pytest.approx(per_problem["correct"].mean())
+                assert p["compute"]["mean"] == pytest.approx(per_problem["generated_tokens"].mean())
+                checked += 1
+    assert checked >= 3 * 5
+
+    # analysis <-> printed verdict table <-> report: same claims, same verdicts
+    table = verdict_table(analysis)
+    assert len(table) >= 3
+    md = (run_dir / "report.md").read_text()
+    html = (run_dir / "report.html").read_text()
+    for r in table.itertuples(index=False):
+        line = next(l for l in stdout.splitlines() if l.startswith(r.claim + " "))
+        assert line.rstrip().endswith(r.verdict)
+        assert r.claim in md and r.claim in html
+        md_row = next(l for l in md.splitlines() if r.claim in l and "|" in l)
+        assert r.verdict in md_row
+
+
+def test_rerun_resumes_without_redoing_work(smoke_run):
+    run_dir, _, _ = smoke_run
+    cfg = load_run_config(run_dir)
+    cells_before = pd.read_parquet(run_dir / "cells.parquet")
+    metrics_before = {m: (run_dir / "train" / m / "metrics.jsonl").read_text() for m in ("grpo", "spiral")}
+    man_before = json.loads((run_dir / "manifest.json").read_text())
+    out = run_dir.parent
+    argv = shlex.split(command_for(cfg, out))[1:] + ["--no-progress"]
+    assert main(argv) == 0
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["started"] == man_before["started"] and man["run_hash"] == man_before["run_hash"]
+    assert {m: (run_dir / "train" / m / "metrics.jsonl").read_text() for m in ("grpo", "spiral")} == metrics_before
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "cells.parquet"), cells_before)
+    assert len([p for p in out.iterdir() if (p / "run.yaml").is_file()]) == 1   # same folder, not a new one
+
+
+def test_command_for_round_trips_through_the_cli(smoke_run):
+    run_dir, _, _ = smoke_run
+    cfg = load_run_config(run_dir)
+    args = build_parser().parse_args(shlex.split(command_for(cfg, "results"))[1:])
+    assert args.func.__name__ == "cmd_run"
+    fields = {"method": args.method, "budget_grid": args.budget_grid, "steps": args.steps,
+              "bootstrap": args.bootstrap, "baseline": not args.no_baseline}
+    assert fields == {"method": cfg.method, "budget_grid": cfg.budget_grid, "steps": cfg.steps,
+                      "bootstrap": cfg.bootstrap, "baseline": cfg.baseline}
+    assert yaml.safe_load((run_dir / "run.yaml").read_text())["train_overrides"] == cfg.train_overrides
+    assert dict(a.split("=", 1) for a in args.set) == {k: str(v) for k, v in cfg.train_overrides.items()}
+
+
+def test_failed_stage_is_marked_and_finished_by_the_next_run(smoke_run, monkeypatch, capsys):
+    """A sweep that dies leaves manifest status 'failed'; the same command then completes it and
+    reuses the trained runs (shared by config hash under the same results root)."""
+    import spiral_bench.evaluate as ev
+    from tests.conftest import SMOKE_RUN_ARGS
+
+    run_dir, _, _ = smoke_run
+    out = run_dir.parent
+    argv = [a if a != "200" else "150" for a in SMOKE_RUN_ARGS] + ["--out", str(out)]   # another run folder
+    real = ev.sweep_checkpoint
+
+    def dies_on_spiral(path, label, *a, **kw):
+        if label == "spiral":
+            raise KeyboardInterrupt("killed")
+        return real(path, label, *a, **kw)
+
+    monkeypatch.setattr(ev, "sweep_checkpoint", dies_on_spiral)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    (new_dir,) = [p for p in out.iterdir() if (p / "run.yaml").is_file() and p != run_dir]
+    stages = json.loads((new_dir / "manifest.json").read_text())["stages"]
+    assert stages["sweep_grpo"]["status"] == "done" and stages["sweep_spiral"]["status"] == "failed"
+    assert "analysis" not in stages
+    monkeypatch.setattr(ev, "sweep_checkpoint", real)
+    assert main(argv) == 0
+    man = json.loads((new_dir / "manifest.json").read_text())
+    assert all(s["status"] == "done" for s in man["stages"].values())
+    assert (new_dir / "train" / "grpo").resolve() == (run_dir / "train" / "grpo").resolve()
+    assert set(load_cells(new_dir)["method"]) == {"base", "grpo", "spiral"}
+    assert "resuming from step 2" in capsys.readouterr().out   # training was reused, not redone
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--budget-grid", "no-such-grid"], "no-such-grid"),
+    (["run", "--set", "lr=-1"], "lr"),
+    (["run", "--task", "no-such-task"], "no-such-task"),
+])
+def test_bad_input_fails_fast_with_a_message(argv, needle, tmp_path, capsys):
+    assert main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err
+    assert not any(tmp_path.iterdir())   # nothing written before the config is valid
+
+
+def test_run_config_defaults_are_the_documented_main_job():
+    cfg = RunConfig()
+    assert (cfg.method, cfg.budget_grid, cfg.model, cfg.baseline) == ("spiral", "default", "tiny", True)
+    assert cfg.methods() == ["grpo", "spiral"]
+    assert RunConfig(method="spiral", baseline=False).methods() == ["spiral"]
