@@ -100,6 +100,7 @@ def cmd_run(args) -> int:
     fields = {"method": args.method, "budget_grid": args.budget_grid, "task": args.task, "model": args.model,
               "train_config": args.config, "steps": args.steps, "seed": args.seed, "baseline": not args.no_baseline,
               "tolerance": args.tolerance, "allow_unmatched": args.allow_unmatched, "device": args.device,
+              "backend": args.backend,
               "dtype": args.dtype, "bootstrap": args.bootstrap,
               "task_options": _task_options(args.opt, args.data_dir),
               "train_overrides": dict(parse_override(o) for o in (args.set or []))}
@@ -137,7 +138,7 @@ def cmd_eval(args) -> int:
         task = get_task(args.task, **_task_options(args.opt, args.data_dir))
     analysis = evaluate(ckpts, task, args.budget_grid, args.out, seed=args.seed, device=args.device,
                         dtype=args.dtype, baseline_label=args.baseline_label if args.baseline else None,
-                        B=args.bootstrap)
+                        B=args.bootstrap, backend=args.backend)
     print(format_verdicts(analysis))
     print(f"wrote {args.out}/cells.parquet and {args.out}/analysis.json")
     return 0
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000)")
     r.add_argument("--out", default="results", help="results root (default results/)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--backend", default=None, choices=("hf", "vllm"), help="sweep backend (default hf)")
     r.add_argument("--device", default=None, help="cpu or cuda")
     r.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
     r.set_defaults(func=cmd_run)
@@ -263,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
+    ev.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="generation backend (vllm: GPU)")
     model_flags(ev)
     ev.set_defaults(func=cmd_eval)
 

@@ -352,36 +352,39 @@ def format_verdicts(analysis: dict) -> str:
 
 
 # ------------------------------------------------------------------------------- evaluate
-def make_backend(path, device: str = "cpu", dtype: str = "float32"):
-    """The hf backend for a checkpoint (`backends.factory.get_backend("hf", path, ...)`).
+def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str = "hf"):
+    """The generation backend for a checkpoint (`backends.factory.get_backend`): "hf" (default) or
+    "vllm" (GPU, its own environment; vllm picks the device itself).
 
     HFBackend declares `prefix_consistent = True` (see its class), so the sweep draws one pool at
     the largest max-token level and cuts it for the smaller ones.
     """
     from .backends.factory import get_backend
 
-    return get_backend("hf", str(path), device=device, dtype=dtype)
+    if backend == "vllm":
+        return get_backend("vllm", str(path), dtype=dtype)
+    return get_backend(backend, str(path), device=device, dtype=dtype)
 
 
 def sweep_checkpoint(path, label: str, task, problems, grid, out_dir, seed: int = 0, device: str = "cpu",
-                     dtype: str = "float32", progress: bool = True, sampling=None):
+                     dtype: str = "float32", progress: bool = True, sampling=None, backend: str = "hf"):
     """Sweep one checkpoint (a path, tiny preset or hub id) under `label` into out_dir's cell store
     (`sweep.run_sweep`, resumable); frees the model afterwards. Returns its rows."""
     from .sweep import run_sweep
 
-    backend = make_backend(path, device=device, dtype=dtype)
+    engine = make_backend(path, device=device, dtype=dtype, backend=backend)
     try:
-        return run_sweep(backend, task, problems, grid, label, out_dir, seed=seed, progress=progress,
+        return run_sweep(engine, task, problems, grid, label, out_dir, seed=seed, progress=progress,
                          sampling=sampling)
     finally:
-        del backend
+        del engine
         gc.collect()
 
 
 def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str = "cpu", dtype: str = "float32",
              progress: bool = True, baseline_label: str | None = None, sampling=None, B: int = 2000,
              compute_col: str = "generated_tokens", split: str = "test", problems_seed: int = 0,
-             claim_method: str | None = None) -> dict:
+             claim_method: str | None = None, backend: str = "hf") -> dict:
     """Sweep every checkpoint ({label: path or tiny preset}) over `grid` on `task` into one cell
     store under out_dir, then analyse it and write out_dir/analysis.json. Resumable.
 
@@ -404,7 +407,7 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
     problems = select_problems(task, grid, split=split, seed=problems_seed)
     for label, path in checkpoints.items():
         sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
-                         progress=progress, sampling=sampling)
+                         progress=progress, sampling=sampling, backend=backend)
     cells = load_cells(out_dir)
     context = {"task": getattr(task, "name", type(task).__name__), "grid": grid.name, "seed": seed,
                "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "split": split}

@@ -68,7 +68,9 @@ class RunConfig:
     baseline: bool = option(True, help="also train the matched GRPO baseline")
     tolerance: float = option(0.10, min=0.0, help="matched-compute tolerance on generated tokens per prompt")
     allow_unmatched: bool = option(False, help="compare runs whose training compute is not matched")
-    device: str = option("cpu", help="cpu or cuda")
+    backend: str = option("hf", choices=("hf", "vllm"), help="generation backend of the sweep (vllm: GPU, own env)")
+    device: str = option("cpu", help="cpu or cuda: the sweep's device, and training's unless cpu (then the "
+                                     "training config's device)")
     dtype: str = option("float32", choices=("float32", "bfloat16"), help="dtype of sampling in the sweep")
     bootstrap: int = option(2000, min=10, help="paired bootstrap resamples")
 
@@ -100,7 +102,8 @@ def command_for(cfg: RunConfig, out: str | os.PathLike) -> str:
     for k, v in sorted(cfg.task_options.items()):
         args += ["--opt", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     flags = {"model": "--model", "train_config": "--config", "steps": "--steps", "seed": "--seed",
-             "tolerance": "--tolerance", "device": "--device", "dtype": "--dtype", "bootstrap": "--bootstrap"}
+             "tolerance": "--tolerance", "backend": "--backend", "device": "--device", "dtype": "--dtype",
+             "bootstrap": "--bootstrap"}
     for f, flag in flags.items():
         if getattr(cfg, f) != getattr(d, f):
             args += [flag, str(getattr(cfg, f))]
@@ -231,6 +234,8 @@ def train_configs(cfg: RunConfig) -> dict:
             ov["model"] = cfg.model
     if cfg.steps is not None:
         ov["steps"] = cfg.steps
+    if cfg.device != "cpu":
+        ov.setdefault("device", cfg.device)
     ov["seed"] = cfg.seed
     return {m: make_config(m, cfg.train_config, ov) for m in cfg.methods()}
 
@@ -308,7 +313,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     for label in labels:
         with man.stage(f"sweep_{label}"):
             ev.sweep_checkpoint(models[label], label, task, problems, grid, rd, seed=cfg.seed, device=cfg.device,
-                                dtype=cfg.dtype, progress=progress)
+                                dtype=cfg.dtype, progress=progress, backend=cfg.backend)
     with man.stage("analysis"):
         baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
