@@ -112,18 +112,21 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    paths = write_report(args.run_dirs, args.out)
-    for kind, path in paths.items():
-        print(f"{kind}: {path}")
+    res = write_report(args.run_dirs, args.out)
+    print(f"html: {res['html']}\nmd: {res['md']}\nfigures: {len(res['figures'])}  ({res['seconds']:.1f} s)")
+    for run, miss in res["missing"].items():
+        if miss:
+            print(f"{run}: {len(miss)} part(s) missing, listed under 'Missing' in the report")
     return 0
 
 
 def cmd_reproduce(args) -> int:
     from .reproduce import format_diff, reproduce
 
-    diff = reproduce(args.run_dir, args.out)
+    diff = reproduce(args.run_dir, args.out, cache_dir=args.cache_dir)
     print(format_diff(diff))
-    return 0
+    print(f"new run: {diff.attrs['new_run_dir']}")
+    return 0 if (diff["status"] == "same").all() else 1
 
 
 def cmd_eval(args) -> int:
@@ -203,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr = sub.add_parser("reproduce", help="rerun a run from its saved config and seeds; print saved vs new")
     rr.add_argument("run_dir", metavar="RUN_DIR")
     rr.add_argument("--out", required=True, help="folder for the rerun")
+    rr.add_argument("--cache-dir", default=None, help="model cache for the rerun (a fresh folder retrains the "
+                    "SFT base too); default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench")
     rr.set_defaults(func=cmd_reproduce)
 
     t = sub.add_parser("tasks", help="list task families or show problems, prompts and gold answers")

@@ -325,7 +325,10 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     man.save()
     with man.stage("report"):
         from .report import write_report
-        man.data["report"] = {k: str(v) for k, v in write_report([rd]).items()}
+        res = write_report([rd])
+        man.data["report"] = {"html": str(res["html"]), "md": str(res["md"]),
+                              "figures": [str(f) for f in res["figures"]], "seconds": res["seconds"],
+                              "missing": [m for ms in res["missing"].values() for m in ms]}
     man.save()
     print(ev.format_verdicts(analysis))
     print(f"report: {rd / 'report.html'}")
