@@ -163,6 +163,53 @@ class _use_decode_attention:
             self.cfg._attn_implementation = self.old
 
 
+class _FastDecode:
+    """One decode step (one new token per row) for Qwen3-family models, the same maths as the
+    transformers forward with fewer ops: q|k|v and gate|up projections fused into one matmul each
+    (weights concatenated once per batch), the model's own norm / rotary / head modules, K/V
+    written into `PreallocCache`, attention by `decode_attention`. Used only when `supports(model)`."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = model.config
+        base = getattr(model, "model", None)
+        return (getattr(cfg, "model_type", None) == "qwen3" and not getattr(cfg, "attention_bias", False)
+                and getattr(cfg, "hidden_act", None) == "silu" and base is not None
+                and hasattr(base, "rotary_emb") and hasattr(model, "lm_head")
+                and not getattr(cfg, "final_logit_softcapping", None))
+
+    def __init__(self, model):
+        from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+        base, cfg = model.model, model.config
+        self.rope, self.base, self.head = apply_rotary_pos_emb, base, model.lm_head
+        self.layers = []
+        for ly in base.layers:
+            a, m = ly.self_attn, ly.mlp
+            self.layers.append((ly.input_layernorm, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                                a.q_norm, a.k_norm, a.o_proj.weight, ly.post_attention_layernorm,
+                                torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
+        self.hd = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
+        self.split = [cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_key_value_heads]
+        self.scaling = self.hd ** -0.5
+
+    def __call__(self, tok: torch.Tensor, pos: torch.Tensor, cache: "PreallocCache",
+                 mask: torch.Tensor) -> torch.Tensor:
+        """tok, pos [B] int64, mask additive [B, 1, 1, K] -> logits [B, V] of the next token."""
+        F = torch.nn.functional
+        b = tok.shape[0]
+        x = self.base.embed_tokens(tok[:, None])                                   # [B, 1, C]
+        cos, sin = self.base.rotary_emb(x, pos[:, None])
+        for i, (n1, wqkv, qn, kn, wo, n2, wgu, wd) in enumerate(self.layers):
+            q, k, v = F.linear(n1(x), wqkv).view(b, 1, -1, self.hd).split(self.split, dim=2)
+            q, k = self.rope(qn(q).transpose(1, 2), kn(k).transpose(1, 2), cos, sin)
+            key, value = cache.layers[i].update(k, v.transpose(1, 2))
+            o, _ = decode_attention(None, q, key, value, mask, self.scaling)
+            x = x + F.linear(o.reshape(b, 1, -1), wo)
+            g, u = F.linear(n2(x), wgu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(g) * u, wd)
+        return self.head(self.base.norm(x))[:, -1]
+
+
 def _bool_mask_dict(model, allowed: torch.Tensor):
     """HF-compatible ready masks for the teacher-forced pass (sdpa: bool, eager: additive), or None.
 
@@ -240,8 +287,13 @@ class PreallocLayer(CacheLayerMixin):
         return self.max_len
 
     def select_rows(self, idx: torch.Tensor) -> None:
-        """Keep (and repeat) batch rows: idx [B'] int64."""
-        self.keys, self.values = self.keys.index_select(0, idx), self.values.index_select(0, idx)
+        """Keep (and repeat) batch rows: idx [B'] int64. Only the filled slots are copied."""
+        c = self.filled
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((len(idx),) + tuple(old.shape[1:]))
+            torch.index_select(old[:, :, :c], 0, idx, out=new[:, :, :c])
+            setattr(self, name, new)
 
 
 class PreallocCache(Cache):
@@ -266,8 +318,9 @@ class _Unit:
 class Sampler:
     """Batched sampler over a transformers causal LM; see the module docstring for the algorithm."""
 
-    def __init__(self, model, tokenizer, fast_masks: bool = True):
+    def __init__(self, model, tokenizer, fast_masks: bool = True, fast_decode: bool = True):
         self.model, self.tok = model, tokenizer
+        self.fast_decode = fast_decode and _FastDecode.supports(model)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         eos = set()
@@ -360,6 +413,7 @@ class Sampler:
             texts, window = [""] * B, max((len(x) for x in stops), default=0) + 16
             check = 1 if dev.type == "cpu" else 8
             compacted = False
+            step = _FastDecode(model) if attn.active and self.fast_decode else None
             for t in range(max_new):
                 tok, lp = select_tokens(logits, seeds, t, sc.temperature, sc.top_k, sc.top_p)
                 if compacted:
@@ -389,6 +443,9 @@ class Sampler:
                         compacted = True
                 kvm[:, P + t] = on
                 m = kvm[:, :P + t + 1]
+                if step is not None:
+                    logits = step(tok, next_pos + t, cache, m[:, None, None, :])
+                    continue
                 logits = model(input_ids=tok[:, None],
                                attention_mask={"full_attention": m[:, None, None, :]} if attn.active else m,
                                position_ids=(next_pos + t)[:, None], past_key_values=cache,

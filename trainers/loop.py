@@ -13,6 +13,8 @@ One step s:
 3. update: teacher-forced log-probs with grad (rl_core.per_token_logprobs), loss from the losses
    registry with old_logprobs = the sampler's log-probs (on-policy: ratio = 1 up to numerics;
    `ratio_max_dev` = max |ratio - 1| is logged), one AdamW step after clipping the global grad norm.
+   Each micro-batch is cut further into length buckets (`_length_buckets`) so that the padded
+   teacher-forced pass does little work on padding.
    Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
    sum over chunks = the loss of the whole global batch (dapo: num_items = global completion
    tokens; grpo / dr_grpo: chunk loss x chunk rows / global rows); gradients are summed over
@@ -295,6 +297,7 @@ class Run:
         mb = cfg.micro_batch_size or max(1, len(order))
         chunks = [[traces[i] for i in order[s:s + mb]] for s in range(0, len(order), mb)]
         chunks = [c2 for c in chunks for c2 in ([x for x in c if x.role == 0], [x for x in c if x.role == 1]) if c2]
+        chunks = [b for c in chunks for b in _length_buckets(c)]
         for chunk in chunks:
             batch = rl_core.build_rollout_batch(
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
@@ -403,6 +406,29 @@ class Run:
             _swap_in(tmp, self.out / "final")
         _barrier()
         return self.out / "final"
+
+
+def _length_buckets(chunk: list[Trace], overhead: int = 256) -> list[list[Trace]]:
+    """Split one micro-batch into padded sub-batches: traces sorted by (completion, prompt) length,
+    cut into consecutive groups minimising  sum_groups rows x (max prompt + max completion) + overhead
+    (padded tokens of the teacher-forced pass plus a per-pass cost in token units; exact DP, O(n^2)).
+    The loss is a sum over traces (chunk scaling in _update), so the grouping changes no result
+    beyond float summation order."""
+    ch = sorted(chunk, key=lambda t: (t.sample.completion_tokens, len(t.prompt_ids)))
+    n = len(ch)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        mp = mc = 0
+        for i in range(j - 1, -1, -1):
+            mp, mc = max(mp, len(ch[i].prompt_ids)), max(mc, ch[i].sample.completion_tokens)
+            c = best[i] + (j - i) * (mp + mc) + overhead
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(ch[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
 
 
 def _div(a, b):
