@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -149,12 +150,19 @@ def build(cls: type, mapping: Mapping[str, Any] | None = None, prefix: str = "")
     return obj
 
 
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """'a.b=3' -> ('a.b', 3): the value is parsed as YAML (numbers, true/false, lists)."""
+    """'a.b=3' -> ('a.b', 3): the value is parsed as YAML (numbers, true/false, lists), and a plain
+    string that is a float in Python's spelling ('3e-4', which YAML 1.1 leaves a string) is a float."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _EXP_FLOAT.fullmatch(value):
+        value = float(value)
+    return key.strip(), value
 
 
 def merge(base: Mapping, overrides: Mapping[str, Any]) -> dict:

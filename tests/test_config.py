@@ -72,3 +72,14 @@ def test_yaml_and_overrides_and_hash(tmp_path):
 def test_every_field_has_help():
     for f in dataclasses.fields(SamplingConfig):
         assert f.metadata.get("help"), f.name
+
+
+def test_override_floats_in_python_spelling():
+    """YAML 1.1 reads '3e-4' as a string; `--set lr=3e-4` must still be a number."""
+    from spiral_bench.config import parse_override
+    assert parse_override("lr=3e-4") == ("lr", 3e-4)
+    assert parse_override("lr=1E5") == ("lr", 1e5)
+    assert parse_override("lr=2.5e-3") == ("lr", 2.5e-3)
+    assert parse_override("task=e5") == ("task", "e5")
+    assert parse_override("task=inf") == ("task", "inf")
+    assert parse_override("n=3") == ("n", 3)
