@@ -252,6 +252,9 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     from .trainers.train_config import check_pairing
     from .trainers.loop import sft_config_for
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()                   # our stages have their own bars
     out = Path(out)
     rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
     tcfgs = train_configs(cfg)                             # validates everything before any work
