@@ -247,12 +247,11 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     from . import evaluate as ev
     from .sweep import load_cells, load_grid, select_problems
     from .tasks import get_task
-    from .trainers.loop import train
+    from transformers.utils import logging as hf_logging
+
+    from .trainers.loop import sft_config_for, train
     from .trainers.sft import ensure_sft_base
     from .trainers.train_config import check_pairing
-    from .trainers.loop import sft_config_for
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()                   # our stages have their own bars
     out = Path(out)
