@@ -3,13 +3,16 @@
 Algorithm (per batch of at most `batch_size` sequences, requests sorted by prompt length):
 1. Shared-prefix prefill: every *distinct* prompt of the batch is run once (left padded to the
    longest, explicit position ids, a hand-built causal+padding mask) into `PreallocCache`, a
-   transformers `Cache` allocated once at [B, H, P + max_new_tokens, D] per layer; its K/V rows and
-   last logits are then fanned out (index_select) to the n samples of that prompt.
+   transformers `Cache` allocated once per layer. With the fused Qwen3 step (`_FastDecode`) the
+   prompt K/V stay one copy per distinct prompt and decode attention reads them once for all of
+   that prompt's samples (`_SharedPrefix`: one matmul per prompt over its rows' queries); the
+   generated tokens' K/V go into a second cache [B, H, max_new_tokens, D]. Otherwise the prompt
+   K/V rows and last logits are fanned out (index_select) to the n samples of that prompt.
 2. Decoding: all sequences advance together, one token per step, copying K/V in place into the
    cache (no per-step re-allocation, attention reads only the filled part); the additive mask is
    a pre-allocated [B, L] tensor with one column switched on per step, passed as a ready 4-D
    mask; position ids = prompt length + step. For models with 'sdpa'/'eager' attention and only
-   full-attention layers, attention runs in `decode_attention` (matmul attention, grouped-query
+   full-attention layers, attention is plain matmul attention (`decode_attention`, grouped-query
    heads folded without copying K/V); other models fall back to transformers' own masks and
    kernels. Finished rows are compacted away once half of the batch is done.
 3. Token choice (Gumbel-max with counter-based noise, one random stream per sample):
@@ -37,6 +40,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .backends.base import Request, Sample, SamplingConfig, sample_seed
+from .fast_decode import _FastDecode, _SharedPrefix
 
 _M1 = 0xBF58476D1CE4E5B9 - (1 << 64)   # splitmix64 constants as signed int64
 _M2 = 0x94D049BB133111EB - (1 << 64)
@@ -163,53 +167,6 @@ class _use_decode_attention:
             self.cfg._attn_implementation = self.old
 
 
-class _FastDecode:
-    """One decode step (one new token per row) for Qwen3-family models, the same maths as the
-    transformers forward with fewer ops: q|k|v and gate|up projections fused into one matmul each
-    (weights concatenated once per batch), the model's own norm / rotary / head modules, K/V
-    written into `PreallocCache`, attention by `decode_attention`. Used only when `supports(model)`."""
-
-    @staticmethod
-    def supports(model) -> bool:
-        cfg = model.config
-        base = getattr(model, "model", None)
-        return (getattr(cfg, "model_type", None) == "qwen3" and not getattr(cfg, "attention_bias", False)
-                and getattr(cfg, "hidden_act", None) == "silu" and base is not None
-                and hasattr(base, "rotary_emb") and hasattr(model, "lm_head")
-                and not getattr(cfg, "final_logit_softcapping", None))
-
-    def __init__(self, model):
-        from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
-        base, cfg = model.model, model.config
-        self.rope, self.base, self.head = apply_rotary_pos_emb, base, model.lm_head
-        self.layers = []
-        for ly in base.layers:
-            a, m = ly.self_attn, ly.mlp
-            self.layers.append((ly.input_layernorm, torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                                a.q_norm, a.k_norm, a.o_proj.weight, ly.post_attention_layernorm,
-                                torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
-        self.hd = cfg.head_dim or cfg.hidden_size // cfg.num_attention_heads
-        self.split = [cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_key_value_heads]
-        self.scaling = self.hd ** -0.5
-
-    def __call__(self, tok: torch.Tensor, pos: torch.Tensor, cache: "PreallocCache",
-                 mask: torch.Tensor) -> torch.Tensor:
-        """tok, pos [B] int64, mask additive [B, 1, 1, K] -> logits [B, V] of the next token."""
-        F = torch.nn.functional
-        b = tok.shape[0]
-        x = self.base.embed_tokens(tok[:, None])                                   # [B, 1, C]
-        cos, sin = self.base.rotary_emb(x, pos[:, None])
-        for i, (n1, wqkv, qn, kn, wo, n2, wgu, wd) in enumerate(self.layers):
-            q, k, v = F.linear(n1(x), wqkv).view(b, 1, -1, self.hd).split(self.split, dim=2)
-            q, k = self.rope(qn(q).transpose(1, 2), kn(k).transpose(1, 2), cos, sin)
-            key, value = cache.layers[i].update(k, v.transpose(1, 2))
-            o, _ = decode_attention(None, q, key, value, mask, self.scaling)
-            x = x + F.linear(o.reshape(b, 1, -1), wo)
-            g, u = F.linear(n2(x), wgu).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(g) * u, wd)
-        return self.head(self.base.norm(x))[:, -1]
-
-
 def _bool_mask_dict(model, allowed: torch.Tensor):
     """HF-compatible ready masks for the teacher-forced pass (sdpa: bool, eager: additive), or None.
 
@@ -288,6 +245,8 @@ class PreallocLayer(CacheLayerMixin):
 
     def select_rows(self, idx: torch.Tensor) -> None:
         """Keep (and repeat) batch rows: idx [B'] int64. Only the filled slots are copied."""
+        if not self.is_initialized:  # nothing written yet: the first update sets the batch size
+            return
         c = self.filled
         for name in ("keys", "values"):
             old = getattr(self, name)
@@ -318,8 +277,10 @@ class _Unit:
 class Sampler:
     """Batched sampler over a transformers causal LM; see the module docstring for the algorithm."""
 
-    def __init__(self, model, tokenizer, fast_masks: bool = True, fast_decode: bool = True):
+    def __init__(self, model, tokenizer, fast_masks: bool = True, fast_decode: bool = True,
+                 share_prefix: bool = True):
         self.model, self.tok = model, tokenizer
+        self.share_prefix = share_prefix
         self.fast_decode = fast_decode and _FastDecode.supports(model)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -345,7 +306,7 @@ class Sampler:
         units = [_Unit(i, j, sample_seed(r.seed, j), prompts[i],
                        r.max_new_tokens if r.max_new_tokens is not None else sampling.max_new_tokens)
                  for i, r in enumerate(requests) for j in range(r.n)]
-        units.sort(key=lambda u: (len(u.prompt), u.req, u.j))
+        units.sort(key=lambda u: (len(u.prompt), u.prompt, u.req, u.j))  # equal prompts side by side
         out: list[list[Sample | None]] = [[None] * r.n for r in requests]
         bar = None
         if progress:
@@ -380,8 +341,9 @@ class Sampler:
         valid = torch.arange(P, device=dev)[None, :] >= (P - plen)[:, None]      # [U, P]
         pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        cache = PreallocCache(cfg.num_hidden_layers, L)
         with _use_decode_attention(model, self.fast_masks) as attn:
+            fast = attn.active and self.fast_decode
+            cache = PreallocCache(cfg.num_hidden_layers, P if fast and self.share_prefix else L)
             if attn.active:  # ready additive masks; pad query rows attend to themselves (no NaN)
                 q = torch.arange(P, device=dev)
                 allowed = ((q[None, :] <= q[:, None])[None] & valid[:, None, :]) | torch.eye(
@@ -397,9 +359,17 @@ class Sampler:
                 on = 1
             logits = model(input_ids=ids, attention_mask=pre_mask, position_ids=pos,
                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
-            # fan out the prompt cache to the samples (shared-prefix sampling)
+            # shared-prefix sampling: the fast step reads each prompt's K/V once for all of its
+            # samples (_SharedPrefix); otherwise the prompt cache is fanned out to the samples
             r = torch.tensor(rep, device=dev)
-            cache.select_rows(r)
+            step, prefix, gid = None, None, r
+            if fast:
+                step = _FastDecode(model, L)
+            if fast and self.share_prefix:
+                prefix = _SharedPrefix([ly.keys for ly in cache.layers], [ly.values for ly in cache.layers], r)
+                cache = PreallocCache(cfg.num_hidden_layers, max_new)
+            else:
+                cache.select_rows(r)
             logits, kvm, next_pos = logits[r], kvm[r], plen[r]
             seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
             tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
@@ -413,7 +383,6 @@ class Sampler:
             texts, window = [""] * B, max((len(x) for x in stops), default=0) + 16
             check = 1 if dev.type == "cpu" else 8
             compacted = False
-            step = _FastDecode(model) if attn.active and self.fast_decode else None
             for t in range(max_new):
                 tok, lp = select_tokens(logits, seeds, t, sc.temperature, sc.top_k, sc.top_p)
                 if compacted:
@@ -438,13 +407,16 @@ class Sampler:
                     if n_done * 2 >= len(rows) and len(rows) >= 8:  # drop finished rows
                         keep = torch.nonzero(~done)[:, 0]
                         cache.select_rows(keep)
+                        if prefix is not None:
+                            gid = gid[keep]
+                            prefix.set_rows(gid)
                         rows, kvm, next_pos, tok = rows[keep], kvm[keep], next_pos[keep], tok[keep]
                         seeds, budget, done = seeds[keep], budget[keep], done[keep]
                         compacted = True
                 kvm[:, P + t] = on
                 m = kvm[:, :P + t + 1]
                 if step is not None:
-                    logits = step(tok, next_pos + t, cache, m[:, None, None, :])
+                    logits = step(tok, next_pos + t, cache, m[:, None, None, :], prefix)
                     continue
                 logits = model(input_ids=tok[:, None],
                                attention_mask={"full_attention": m[:, None, None, :]} if attn.active else m,

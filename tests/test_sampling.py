@@ -270,3 +270,23 @@ def test_vllm_missing_is_a_clear_error():
         get_backend("vllm", "tiny")
     with pytest.raises(ValueError, match="hf"):
         get_backend("tpu", "tiny")
+
+
+def test_shared_prefix_attention_equals_fanned_out_cache(tiny):
+    """Reading each prompt's K/V once per group (_SharedPrefix) gives the same samples as fanning
+    the prompt cache out to every row, with unequal groups (n = 1, 3, 5, a request repeated), a
+    batch cut inside a group, and rows finishing early (EOS / budgets -> compaction)."""
+    model, tok = tiny
+    reqs = [Request(p, n=n, seed=20 + i, max_new_tokens=b) for i, (p, n, b) in enumerate(
+        [("3+4=", 3, 24), ("12*7-5=?", 5, 6), ("x", 1, 24), ("3+4=", 2, 11), ("(81-19)*4+2=?\nA:", 4, 24)])]
+    sc = SamplingConfig(temperature=1.0, max_new_tokens=24, batch_size=7)
+    shared = Sampler(model, tok)
+    shared.eos = torch.tensor([tok.convert_tokens_to_ids("7"), tok.convert_tokens_to_ids("=")])
+    fan = Sampler(model, tok, share_prefix=False)
+    fan.eos = shared.eos
+    a, b = shared.generate(reqs, sc), fan.generate(reqs, sc)
+    pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)]
+    assert {x.finish_reason for x, _ in pairs} == {"stop", "length"}
+    assert len({x.completion_tokens for x, _ in pairs}) > 3
+    assert all(x.token_ids == y.token_ids for x, y in pairs)
+    assert max(abs(u - v) for x, y in pairs for u, v in zip(x.logprobs, y.logprobs)) < 1e-5
