@@ -1,12 +1,16 @@
 """Benchmark: one GRPO training step of spiral-bench's loop against TRL 1.16's GRPOTrainer (CPU).
 
-Same tiny model (random-init `tiny-1m`, saved to a local dir), same char tokenizer, same
-arithmetic prompts, same group size G, prompts per step P and max new tokens L, temperature 1.0,
+Same tiny model (`--model sft`, the default: the cached SFT base of preset train_tiny, so rewards
+and advantages are those of a real run; `--model random`: random-init `tiny-1m`, whose rewards are
+all 0), same char tokenizer, same arithmetic prompts, same group size G, prompts per step P and max new tokens L, temperature 1.0,
 fp32, no KL (beta = 0), loss `dapo`, one optimizer step per generation batch. A step = sampling
 P x G completions + rewards + advantages + teacher-forced forward/backward + AdamW.
 Each side is built first (not timed), then `--steps` steps are timed; the per-step time is the
 mean. TRL runs offline with a local model dir, a local tokenizer, the task's reward function and
-a tiny in-memory `datasets.Dataset`. Prints both per-step times, then `speedup_vs_trl_grpo=<ratio>`.
+a tiny in-memory `datasets.Dataset`. Ours runs twice: with the default `skip_zero_advantage`
+(traces with advantage exactly 0 have a zero gradient and skip the update pass) and without it
+(the same work as TRL). Prints the per-step times, the share of zero-advantage traces, then
+`speedup_vs_trl_grpo=<ratio>` for the default.
 
     python benchmarks/bench_train_step.py --threads 2 [--prompts 8 --group 8 --max-new-tokens 64]
 """
@@ -32,6 +36,7 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--model", choices=("sft", "random"), default="sft")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore")
@@ -50,9 +55,16 @@ def main(argv=None) -> None:
     problems = task.problems("train", n=n_prompts)
     by_prompt = {task.prompt(p): p for p in problems}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        model, tok = build_tiny("tiny-1m", seed=0)
-        save(model, tok, model_dir)
+        if a.model == "sft":
+            from spiral_bench.trainers.loop import init_model_path
+            from spiral_bench.trainers.train_config import make_config
+            model_dir = Path(init_model_path(make_config("grpo")))
+        else:
+            model_dir = Path(tmp) / "model"
+            model, tok = build_tiny("tiny-1m", seed=0)
+            save(model, tok, model_dir)
+        from spiral_bench.models import load_model
+        tok = load_model(str(model_dir))[1]
 
         # --- TRL ---------------------------------------------------------------------------
         def reward(prompts, completions, **_):
@@ -70,20 +82,26 @@ def main(argv=None) -> None:
         trl_s = (time.perf_counter() - t0) / a.steps
 
         # --- ours --------------------------------------------------------------------------
-        cfg = build(TrainConfig, {"method": "grpo", "task": "arithmetic", "task_options": {"n_ops": 2, "modulus": 100},
-                                  "model": str(model_dir), "train_problems": n_prompts, "steps": a.steps,
-                                  "prompts_per_step": a.prompts, "group_size": a.group,
-                                  "max_new_tokens": a.max_new_tokens, "lr": 1e-4, "micro_batch_size": 0,
-                                  "loss": {"loss_agg": "dapo", "beta": 0.0}})
-        run = Run(cfg, Path(tmp) / "ours", progress=False)
-        t0 = time.perf_counter()
-        toks = 0
-        for _ in range(a.steps):
-            toks += run.train_step()["generated_tokens"]
-        ours_s = (time.perf_counter() - t0) / a.steps
+        ours = {}
+        for skip in (True, False):
+            cfg = build(TrainConfig, {"method": "grpo", "task": "arithmetic",
+                                      "task_options": {"n_ops": 2, "modulus": 100},
+                                      "model": str(model_dir), "train_problems": n_prompts, "steps": a.steps,
+                                      "prompts_per_step": a.prompts, "group_size": a.group,
+                                      "max_new_tokens": a.max_new_tokens, "lr": 1e-4, "micro_batch_size": 0,
+                                      "skip_zero_advantage": skip, "loss": {"loss_agg": "dapo", "beta": 0.0}})
+            run = Run(cfg, Path(tmp) / f"ours{skip}", progress=False)
+            t0 = time.perf_counter()
+            rows = [run.train_step() for _ in range(a.steps)]
+            ours[skip] = (time.perf_counter() - t0) / a.steps, rows
+    ours_s, rows = ours[True]
+    toks = sum(r["generated_tokens"] for r in rows)
+    zero = sum(r["adv_frac_zero"] * r["n_loss_traces"] for r in rows) / sum(r["n_loss_traces"] for r in rows)
     print(f"setting: P={a.prompts} prompts x G={a.group} samples, max_new_tokens={a.max_new_tokens}, "
-          f"tiny-1m fp32, {a.threads} threads, mean of {a.steps} steps")
-    print(f"ours: {ours_s:.3f} s/step ({toks / a.steps:.0f} generated tokens/step)")
+          f"tiny-1m ({a.model}) fp32, {a.threads} threads, mean of {a.steps} steps")
+    print(f"ours: {ours_s:.3f} s/step ({toks / a.steps:.0f} generated tokens/step, "
+          f"{zero:.0%} of traces with advantage 0 skip the update pass)")
+    print(f"ours without skipping: {ours[False][0]:.3f} s/step (speedup {trl_s / ours[False][0]:.2f})")
     print(f"trl_grpo: {trl_s:.3f} s/step")
     print(f"speedup_vs_trl_grpo={trl_s / ours_s:.2f}")
 

@@ -88,8 +88,9 @@ def filter_logits(z: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.
 
 
 def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperature: float,
-                  top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens [B] int64, logprobs [B] float32) from logits [B, V] and per-row seeds [B] int64.
+                  top_k: int = 0, top_p: float = 1.0, entropy: bool = False):
+    """(tokens [B] int64, logprobs [B] float32) from logits [B, V] and per-row seeds [B] int64;
+    with entropy=True also the entropy [B] of softmax(logits / T) (before top-k / top-p).
 
     logprob = log_softmax(logits / T)[token] (T = 1 if greedy), no top-k/top-p renormalisation.
     """
@@ -102,7 +103,10 @@ def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperat
         z = filter_logits(logp, top_k, top_p)  # log_softmax is a shift of logits/T: same argmax
         u = hash_uniform(seeds, step, logits.shape[-1])
         tokens = torch.argmax(z - torch.log(-torch.log(u)), dim=-1)
-    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+    lp = logp.gather(-1, tokens[:, None])[:, 0]
+    if entropy:
+        return tokens, lp, -(logp.exp() * logp).sum(-1)
+    return tokens, lp
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -374,6 +378,7 @@ class Sampler:
             seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
             tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
             logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
+            ents = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
             length = torch.zeros(B, dtype=torch.long, device=dev)
             stopped = torch.zeros(B, dtype=torch.bool, device=dev)
             rows = torch.arange(B, device=dev)       # active row -> unit index
@@ -384,11 +389,11 @@ class Sampler:
             check = 1 if dev.type == "cpu" else 8
             compacted = False
             for t in range(max_new):
-                tok, lp = select_tokens(logits, seeds, t, sc.temperature, sc.top_k, sc.top_p)
+                tok, lp, ent = select_tokens(logits, seeds, t, sc.temperature, sc.top_k, sc.top_p, True)
                 if compacted:
-                    tokens[rows, t], logps[rows, t] = tok, lp
+                    tokens[rows, t], logps[rows, t], ents[rows, t] = tok, lp, ent
                 else:
-                    tokens[:, t], logps[:, t] = tok, lp
+                    tokens[:, t], logps[:, t], ents[:, t] = tok, lp, ent
                 hit = torch.isin(tok, self.eos)
                 if stops:
                     for i, (ui, ti) in enumerate(zip(rows.tolist(), tok.tolist())):
@@ -422,7 +427,7 @@ class Sampler:
                                attention_mask={"full_attention": m[:, None, None, :]} if attn.active else m,
                                position_ids=(next_pos + t)[:, None], past_key_values=cache,
                                use_cache=True).logits[:, -1]
-        return self._finish(units, tokens, logps, length, stopped, stops)
+        return self._finish(units, tokens, logps, ents, length, stopped, stops)
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(
@@ -434,14 +439,16 @@ class Sampler:
         length[rows] = torch.where(newly, n, length[rows])
         stopped[rows] = torch.where(newly, hit, stopped[rows])
 
-    def _finish(self, units, tokens, logps, length, stopped, stops) -> list[Sample]:
+    def _finish(self, units, tokens, logps, ents, length, stopped, stops) -> list[Sample]:
         res = []
         toks, lps = tokens.cpu().tolist(), logps.cpu().tolist()
+        steps = torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+        ent = (ents * (steps < length[:, None])).sum(-1).cpu().tolist()
         for i, u in enumerate(units):
             n = int(length[i])
             ids = toks[i][:n]
             text, found = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), stops)
             res.append(Sample(text=text, token_ids=ids, logprobs=lps[i][:n],
                               prompt_tokens=len(u.prompt), completion_tokens=n,
-                              finish_reason="stop" if bool(stopped[i]) else "length"))
+                              finish_reason="stop" if bool(stopped[i]) else "length", entropy=ent[i]))
         return res

@@ -290,3 +290,18 @@ def test_shared_prefix_attention_equals_fanned_out_cache(tiny):
     assert len({x.completion_tokens for x, _ in pairs}) > 3
     assert all(x.token_ids == y.token_ids for x, y in pairs)
     assert max(abs(u - v) for x, y in pairs for u, v in zip(x.logprobs, y.logprobs)) < 1e-5
+
+
+def test_sample_entropy_equals_teacher_forced_entropy(tiny, backend):
+    """Sample.entropy = sum over generated tokens of H(softmax(logits / T)), from an unpadded forward."""
+    model, tok = tiny
+    reqs = [Request(p, n=2, seed=i) for i, p in enumerate(PROMPTS[:3])]
+    out = backend.generate(reqs, SamplingConfig(temperature=0.7, max_new_tokens=12))
+    for r, ss in zip(reqs, out):
+        for s in ss:
+            p = tok(r.prompt, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = model(torch.tensor([p + s.token_ids])).logits[0, len(p) - 1:-1].double() / 0.7
+            lp = torch.log_softmax(logits, -1)
+            ref = float(-(lp.exp() * lp).sum())
+            assert s.entropy > 0 and abs(s.entropy - ref) < 1e-4 * max(1.0, ref)

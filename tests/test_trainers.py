@@ -162,6 +162,23 @@ def test_micro_batches_add_up_to_the_full_batch(tmp_path, loss_agg):
         torch.testing.assert_close(w0[k], w1[k], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("loss_agg", ["dapo", "grpo"])
+def test_skipping_zero_advantage_traces_changes_nothing(tmp_path, loss_agg):
+    """Zero-advantage traces have an exactly zero policy gradient (no KL): leaving them out of the
+    update pass gives the same loss, gradient norm and weights, and SPIRAL does have such traces."""
+    res = []
+    for skip in (False, True):
+        out = loop.train(cfg_of(method="spiral", steps=1, skip_zero_advantage=skip, loss={"loss_agg": loss_agg}),
+                         tmp_path / f"skip{skip}", progress=False)
+        res.append((loop.read_metrics(out.parent)[0], weights(out)))
+    (r0, w0), (r1, w1) = res
+    assert 0 < r0["adv_frac_zero"] < 1 and r0["grad_norm"] > 0
+    assert r0["loss"] == pytest.approx(r1["loss"], abs=1e-6) and r0["grad_norm"] == pytest.approx(r1["grad_norm"], rel=1e-5)
+    assert r0["search_entropy"] == r1["search_entropy"]
+    for k in w0:
+        torch.testing.assert_close(w0[k], w1[k], atol=1e-4, rtol=0)  # as above: Adam on ~1e-8 gradients
+
+
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 

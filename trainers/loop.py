@@ -13,6 +13,11 @@ One step s:
 3. update: teacher-forced log-probs with grad (rl_core.per_token_logprobs), loss from the losses
    registry with old_logprobs = the sampler's log-probs (on-policy: ratio = 1 up to numerics;
    `ratio_max_dev` = max |ratio - 1| is logged), one AdamW step after clipping the global grad norm.
+   With `skip_zero_advantage` and no KL term, traces whose advantage is exactly 0 are left out of
+   the pass (their term of the loss and its gradient are exactly 0; the normalisers B and N below
+   still count them), which is most of SPIRAL's traces and none of the maths.
+   `search_entropy` = sum over search traces and tokens of the sampler's entropy of
+   softmax(logits / T) / search tokens (the sampling policy = the current policy, on-policy).
    Each micro-batch is cut further into length buckets (`_length_buckets`) so that the padded
    teacher-forced pass does little work on padding.
    Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
@@ -288,9 +293,11 @@ class Run:
         traces = [t for r in used for t in r.traces if t.keep]
         glob = _all_reduce(torch.tensor([len(traces), sum(t.sample.completion_tokens for t in traces)],
                                         dtype=torch.float64))
-        B, N = float(glob[0]), float(glob[1])
+        B, N = float(glob[0]), float(glob[1])  # the loss normaliser counts every kept trace
+        if cfg.skip_zero_advantage and lc.beta == 0:  # exact zero policy gradient: no pass needed
+            traces = [t for t in traces if t.advantage != 0.0]
         self.model.train()
-        loss_sum, ent_sum, ent_n = 0.0, 0.0, 0.0
+        loss_sum = 0.0
         ratio_dev = torch.zeros(1, dtype=torch.float64)
         order = sorted(range(len(traces)), key=lambda i: (traces[i].role, len(traces[i].prompt_ids),
                                                           traces[i].sample.completion_tokens, i))
@@ -303,11 +310,8 @@ class Run:
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
                 [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
                 [t.role for t in chunk]).to(self.device)
-            search = chunk[0].role == rl_core.SEARCH  # chunks hold one role; entropy of search traces only
-            lp, ent = rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
-                                                 batch.completion_mask, cfg.temperature, return_entropy=True) \
-                if search else (rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
-                                                           batch.completion_mask, cfg.temperature), None)
+            lp = rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
+                                            batch.completion_mask, cfg.temperature)
             ref = None
             if self.ref_model is not None:
                 with torch.no_grad():
@@ -323,9 +327,6 @@ class Run:
             dev = (torch.exp(lp.detach() - batch.old_logprobs) - 1).abs()[m]
             if dev.numel():
                 ratio_dev = torch.maximum(ratio_dev, dev.max().double().cpu().view(1))
-            if search:
-                ent_sum += float(ent.detach()[m].sum())
-                ent_n += float(m.sum())
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.world > 1:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -340,8 +341,8 @@ class Run:
             self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
-        red = _all_reduce(torch.tensor([loss_sum, ent_sum, ent_n], dtype=torch.float64))
-        return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm), "search_entropy": _div(red[1], red[2]),
+        red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
+        return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
                 "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
 
     def train_step(self) -> dict:
@@ -356,6 +357,8 @@ class Run:
                 v[o:o + 5] += torch.tensor([1, t.reward, float(t.reward >= 1.0), t.sample.completion_tokens,
                                             float(t.sample.truncated)], dtype=torch.float64)
                 v[15] += t.sample.completion_tokens
+                if t.role == rl_core.SEARCH:
+                    v[16] += t.sample.entropy
         for r in used:
             for t in r.traces:
                 if t.keep:
@@ -370,7 +373,7 @@ class Run:
         mean = _div(v[11], v[10])
         row = {"step": step, **upd,
                "search_reward": _div(v[1], v[0]), "search_acc": _div(v[2], v[0]), "search_len": _div(v[3], v[0]),
-               "search_truncated": _div(v[4], v[0]),
+               "search_truncated": _div(v[4], v[0]), "search_entropy": _div(v[16], v[3]),
                "agg_reward": _div(v[6], v[5]), "agg_acc": _div(v[7], v[5]), "agg_len": _div(v[8], v[5]),
                "agg_truncated": _div(v[9], v[5]),
                "adv_mean": mean, "adv_std": None if mean is None else max(0.0, float(v[12]) / n_adv - mean ** 2) ** 0.5,

@@ -144,13 +144,16 @@ def _nll_sum(model, batch) -> tuple[torch.Tensor, int]:
 
 @torch.no_grad()
 def evaluate_policy(model, tok, task, problems, n_samples: int = 8, n_candidates: int = 4,
-                    max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0) -> dict:
+                    max_new_tokens: int = 64, temperature: float = 1.0, seed: int = 0,
+                    per_problem: bool = False) -> dict:
     """Held-out accuracy of a policy (T = `temperature`) from one pool of n_samples traces per problem.
 
     single    = mean over problems and samples of r (the expected single-trace accuracy);
     pass@n    = mean over problems of max_j r_j;
     aggregate = mean reward of one aggregation trace per problem reading its first n_candidates
                 samples (task.aggregation_prompt), i.e. the aggregated accuracy of the policy.
+    per_problem: also return "per_problem": {"single": [P], "aggregate": [P]} (lists of floats,
+    the problem-level values the means above average; for paired bootstraps).
     """
     from spiral_bench.sampling import Sampler
 
@@ -167,8 +170,11 @@ def evaluate_policy(model, tok, task, problems, n_samples: int = 8, n_candidates
                                                             [s.finish_reason == "length" for s in ss[:k]]),
                                     n=1, seed=derive_seed(seed, "eval", "aggregation", p.id))
                             for p, ss in zip(problems, out)], sc)
-    res["aggregate"] = sum(task.reward(p, a[0].text) for p, a in zip(problems, agg)) / max(1, len(problems))
+    agg_r = [float(task.reward(p, a[0].text)) for p, a in zip(problems, agg)]
+    res["aggregate"] = sum(agg_r) / max(1, len(problems))
     res["mean_length"] = sum(s.completion_tokens for ss in out for s in ss) / max(1, r.numel())
+    if per_problem:
+        res["per_problem"] = {"single": r.float().mean(1).tolist(), "aggregate": agg_r}
     model.train(was_training)
     return res
 

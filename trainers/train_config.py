@@ -82,6 +82,9 @@ class TrainConfig:
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
+    skip_zero_advantage: bool = option(True, help="leave traces with advantage exactly 0 out of the update pass "
+                                                   "when there is no KL term (their policy-gradient is exactly 0; "
+                                                   "they still count in the loss normaliser), same step, less work")
     micro_batch_size: int = option(64, min=0, help="traces per forward/backward (0 = all at once)")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")

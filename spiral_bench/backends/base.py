@@ -46,6 +46,8 @@ class Sample:
     prompt_tokens: int           # prefill length
     completion_tokens: int       # = len(token_ids)
     finish_reason: str           # "stop" (EOS or a stop string) or "length"
+    entropy: float = 0.0         # sum over generated tokens of the sampling distribution's entropy
+                                 # (nats; hf sampler; 0.0 where a backend does not report it)
 
     @property
     def truncated(self) -> bool:
