@@ -4,8 +4,8 @@ against transformers `model.generate` on the same tiny model and prompts (CPU).
 Setting: 16 distinct arithmetic prompts (~12 characters), n = 1, 4, 16 samples per prompt
 (HF: num_return_sequences=n), 128 new tokens, temperature 1.0, EOS ignored by both
 (HF: min_new_tokens=max_new_tokens; ours: the EOS set is emptied), one batch per setting.
-Throughput = generated tokens / seconds (best of `--repeats` runs, after one warm-up); seconds
-are wall time, or process CPU time with `--clock cpu` (use with --threads 1 on a busy machine).
+Throughput = generated tokens / seconds (best of `--repeats` runs per side after one warm-up
+each, the two sides alternating run by run so that machine noise hits both alike); seconds are wall time, or process CPU time with `--clock cpu` (use with --threads 1 on a busy machine).
 Prints one row per setting and the final line `speedup_vs_hf_generate_n16=<ratio>`.
 
     python benchmarks/bench_sampler.py --threads 2 [--model tiny-1m] [--dtype float32] [--clock cpu]
@@ -29,14 +29,17 @@ def prompts(k: int, seed: int = 0) -> list[str]:
             for _ in range(k)]
 
 
-def best_time(fn, repeats: int, clock=time.perf_counter) -> float:
-    fn()  # warm-up
-    ts = []
+def best_times(fns, repeats: int, clock=time.perf_counter) -> list[float]:
+    """Best time of each function over `repeats` rounds; each round runs every function once."""
+    for fn in fns:
+        fn()  # warm-up
+    ts = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = clock()
-        fn()
-        ts.append(clock() - t0)
-    return min(ts)
+        for t, fn in zip(ts, fns):
+            t0 = clock()
+            fn()
+            t.append(clock() - t0)
+    return [min(t) for t in ts]
 
 
 def main(argv=None) -> None:
@@ -47,7 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--ns", default="1,4,16")
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: process CPU time (robust on a shared machine, "
                          "meaningful with --threads 1)")
@@ -82,7 +85,7 @@ def main(argv=None) -> None:
             assert all(s.completion_tokens == a.new_tokens for ss in out for s in ss)
 
         clock = time.perf_counter if a.clock == "wall" else time.process_time
-        t_hf, t_ours = best_time(hf, a.repeats, clock), best_time(ours, a.repeats, clock)
+        t_hf, t_ours = best_times([hf, ours], a.repeats, clock)
         ratio[n] = t_hf / t_ours
         print(f"{n:>3} {len(ps) * n:>5} {total / t_hf:>10.0f} {total / t_ours:>11.0f} {ratio[n]:>6.2f}")
     if 16 in ratio:

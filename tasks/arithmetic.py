@@ -12,6 +12,10 @@ Formats (printable ASCII only, so a character-level tokenizer over printable ASC
 - aggregation prompt `{prompt}|{cand 1}|...|{cand k}|>` (candidates are whole traces) and gold
   aggregation trace `37+58=95;95*3=85;85-12=73;ok:1,3;#73`: the recomputed steps, the 1-based
   indices of the candidates whose final answer agrees (`ok:-` if none), then the answer.
+  A candidate is shown in search-trace form (`candidate_text` drops an aggregation trace's
+  `ok:...;` note), so RSA's later steps, which aggregate aggregation traces, give the aggregator
+  the format it was trained on (SFT base, 300 problems, 4 candidates: a second aggregation step
+  scored 0.117 reading raw aggregation traces and 0.313 with the note dropped).
 
 Problems are a pure function of (task seed + problems seed, split, index): problem i of a
 split is the first draw, from a generator seeded by those, whose question hashes into that split
@@ -34,6 +38,8 @@ from .graders import MAX_TAIL
 DEFAULT_N = {"train": 10_000, "test": 500}
 SPLITS = ("train", "test")
 MAX_ATTEMPTS = 10_000
+
+_OK_NOTE = re.compile(r"ok:[^;|]*;")  # the agreement note of an aggregation trace
 
 
 def split_of(key: str, test_fraction: float) -> str:
@@ -93,6 +99,9 @@ class ArithmeticTask(Task):
     procedural = True
     aggregation_template = "{question}{candidates}|>"
     candidate_template = "|{text}"
+
+    def candidate_text(self, trace: str) -> str:
+        return _OK_NOTE.sub("", trace)
 
     def __init__(self, **options):
         self.cfg = build(ArithmeticConfig, options)

@@ -71,11 +71,17 @@ class Task:
         """Key for majority vote; override where equal answers can be written differently."""
         return None if answer is None else answer.strip()
 
+    def candidate_text(self, trace: str) -> str:
+        """How a trace is shown as a candidate in an aggregation prompt (override to drop notes that
+        only aggregation traces carry, so RSA's later steps look like its first)."""
+        return trace
+
     def aggregation_prompt(self, problem: Problem, candidates: list[str],
                            truncated: list[bool] | None = None, template: str | None = None) -> str:
         truncated = truncated or [False] * len(candidates)
         body = "".join(
-            self.candidate_template.format(i=i + 1, text=c, truncated=" (truncated)" if t else "")
+            self.candidate_template.format(i=i + 1, text=self.candidate_text(c),
+                                           truncated=" (truncated)" if t else "")
             for i, (c, t) in enumerate(zip(candidates, truncated)))
         return (template or self.aggregation_template).format(question=self.prompt(problem), candidates=body)
 

@@ -234,6 +234,10 @@ def test_gold_aggregation_traces(name, opts):
             assert "ok:1,4;" in agg and len(agg) < 100
             assert "ok:-;" in task.gold_aggregation_trace(p, [wrong])
             assert len(task.aggregation_prompt(p, [right, wrong, right, wrong])) < 200
+            # RSA's later steps aggregate aggregation traces: shown in search-trace form
+            prompt = task.aggregation_prompt(p, [agg, right])
+            assert prompt == task.aggregation_prompt(p, [right, right]) and "ok:" not in prompt
+            assert task.reward(p, task.candidate_text(agg)) == 1.0
 
 
 def test_countdown_aggregation_picks_a_correct_candidate():
