@@ -7,6 +7,9 @@ Setting: 16 distinct arithmetic prompts (~12 characters), n = 1, 4, 16 samples p
 Throughput = generated tokens / seconds (best of `--repeats` runs per side after one warm-up
 each, the two sides alternating run by run so that machine noise hits both alike); seconds are wall time, or process CPU time with `--clock cpu` (use with --threads 1 on a busy machine).
 Prints one row per setting and the final line `speedup_vs_hf_generate_n16=<ratio>`.
+`--prefix-table` instead compares our sampler with shared-prompt decode attention (the default)
+against the same sampler fanning the prompt cache out to every sample (`share_prefix=False`), on
+longer random prompts like SPIRAL's aggregation prompts; tokens must be identical.
 
     python benchmarks/bench_sampler.py --threads 2 [--model tiny-1m] [--dtype float32] [--clock cpu]
 """
@@ -42,6 +45,22 @@ def best_times(fns, repeats: int, clock=time.perf_counter) -> list[float]:
     return [min(t) for t in ts]
 
 
+def prefix_table(model, tok, repeats: int) -> None:
+    rng = random.Random(0)
+    print(f"{'prompt':>6} {'n':>3} {'seqs':>5} {'new':>4} {'fanout_s':>9} {'shared_s':>9} {'ratio':>6} identical")
+    for plen, n, k, new in ((12, 16, 16, 128), (60, 8, 32, 64), (100, 4, 64, 32), (100, 16, 16, 32)):
+        ps = ["".join(rng.choice("0123456789+-*=;#|") for _ in range(plen)) for _ in range(k)]
+        reqs = [Request(p, n=n, seed=i) for i, p in enumerate(ps)]
+        sc = SamplingConfig(temperature=1.0, max_new_tokens=new, batch_size=k * n)
+        fan, shared = Sampler(model, tok, share_prefix=False), Sampler(model, tok)
+        fan.eos = shared.eos = torch.tensor([-1])
+        a, b = fan.generate(reqs, sc), shared.generate(reqs, sc)
+        same = sum(x.token_ids == y.token_ids for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+        t_fan, t_shared = best_times([lambda: fan.generate(reqs, sc), lambda: shared.generate(reqs, sc)], repeats)
+        print(f"{plen:>6} {n:>3} {k * n:>5} {new:>4} {t_fan:>9.3f} {t_shared:>9.3f} {t_fan / t_shared:>6.2f} "
+              f"{same}/{k * n}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="tiny-1m")
@@ -54,10 +73,13 @@ def main(argv=None) -> None:
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: perf_counter; cpu: process CPU time (robust on a shared machine, "
                          "meaningful with --threads 1)")
+    ap.add_argument("--prefix-table", action="store_true", help="shared-prompt attention vs fan-out instead")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     model, tok = build_tiny(a.model, seed=0)
     model = model.to(to_dtype(a.dtype))
+    if a.prefix_table:
+        return prefix_table(model, tok, a.repeats)
     ps = prompts(a.prompts)
     sampler = Sampler(model, tok)
     sampler.eos = torch.tensor([-1])  # ignore EOS, like min_new_tokens on the HF side

@@ -297,8 +297,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     for m, tc in tcfgs.items():
         with man.stage(f"train_{m}"):
             tdir = out / "train" / f"{m}-{config_hash(tc)}"
-            tc = dataclasses.replace(tc, model=tc.model or str(base))
-            models[m] = str(train(tc, tdir, progress=progress))
+            models[m] = str(train(tc, tdir, progress=progress, init_path=None if tc.model else base))
             _link(tdir, rd / "train" / m)
     if len(tcfgs) == 2:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from spiral_bench.config import build
@@ -177,6 +179,19 @@ def test_skipping_zero_advantage_traces_changes_nothing(tmp_path, loss_agg):
     assert r0["search_entropy"] == r1["search_entropy"]
     for k in w0:
         torch.testing.assert_close(w0[k], w1[k], atol=1e-4, rtol=0)  # as above: Adam on ~1e-8 gradients
+
+
+def test_init_path_keeps_the_run_folder_cache_independent(tmp_path):
+    """`spiral-bench run` passes the SFT base's path (it lives in a cache that may move): the run folder
+    records model '' and the same command resumes when the base sits elsewhere."""
+    from spiral_bench.models import resolve_model
+    src = Path(resolve_model("tiny-1m"))
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(src, moved)
+    out = loop.train(cfg_of(method="grpo", model=""), tmp_path / "run", progress=False, init_path=src)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"] == ""
+    again = loop.train(cfg_of(method="grpo", model=""), tmp_path / "run", progress=False, init_path=moved)
+    assert again == out and len(loop.read_metrics(tmp_path / "run")) == 2
 
 
 def _env():

@@ -175,7 +175,7 @@ def sft_config_for(cfg: TrainConfig) -> SFTConfig:
 class Run:
     """State of one RL run; methods use `generate`, `encode`, `seed`, `traces`, `set_advantages`."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, out_dir: Path, progress: bool = True, init_path: str | None = None):
         from transformers import get_scheduler
 
         from spiral_bench.models import load_model
@@ -185,10 +185,12 @@ class Run:
         self.cfg, self.out = cfg, out_dir
         self.rank, self.world, self.device = init_distributed(cfg.device)
         self.is_main = self.rank == 0
-        if self.is_main:
+        if init_path is not None:  # the caller resolved the starting policy (e.g. an SFT base in its cache)
+            self.init_path = str(init_path)
+        if self.is_main and init_path is None:
             self.init_path = init_model_path(cfg, progress)
         _barrier()
-        if not self.is_main:
+        if not self.is_main and init_path is None:
             self.init_path = init_model_path(cfg, False)
         self.task = get_task(cfg.task, **cfg.task_options)
         self.problems = self.task.problems("train", n=cfg.train_problems)
@@ -454,8 +456,12 @@ def _prepare_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
         _write_atomic(p, text)
 
 
-def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True) -> Path:
-    """Train cfg.method (sft | grpo | spiral) into out_dir; resumes a killed run; returns out_dir/final."""
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
+          init_path: str | os.PathLike | None = None) -> Path:
+    """Train cfg.method (sft | grpo | spiral) into out_dir; resumes a killed run; returns out_dir/final.
+    init_path: the starting policy when the caller has resolved it (cfg.model '' = an SFT base cached
+    elsewhere than $SPIRAL_BENCH_CACHE); config.yaml keeps cfg as given, so the run folder does not
+    depend on where that cache is."""
     from spiral_bench.trainers import grpo, spiral  # noqa: F401  (register the methods)
 
     out = Path(out_dir)
@@ -473,7 +479,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True) -
             _swap_in(tmp, out / "final")
         return out / "final"
     _prepare_dir(cfg, out, rank == 0)
-    run = Run(cfg, out, progress)
+    run = Run(cfg, out, progress, init_path=None if init_path is None else str(init_path))
     if run.is_main:
         rows = [r for r in read_metrics(out) if r.get("step", 0) <= run.step]
         _write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
