@@ -42,6 +42,17 @@ class Toy7(FakeTask):
 
 register("toy7")(Toy7)
 
+
+class HalfFlat(Toy7):
+    """Even problems reward every trace 1 (advantage 0 everywhere: uninformative), odd ones as toy7."""
+    name = "halfflat"
+
+    def reward(self, problem, completion):
+        return 1.0 if int(problem.id[1:]) % 2 == 0 else super().reward(problem, completion)
+
+
+register("halfflat")(HalfFlat)
+
 BASE = {"task": "toy7", "task_options": {"n": 16}, "model": "tiny-1m", "train_problems": 16, "steps": 2,
         "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 10, "spiral_max_new_tokens": 10,
         "n1": 4, "k": 3, "subset_size": 2, "n2": 2, "lr": 1e-3, "checkpoint_every": 2, "micro_batch_size": 0}
@@ -192,6 +203,38 @@ def test_init_path_keeps_the_run_folder_cache_independent(tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"] == ""
     again = loop.train(cfg_of(method="grpo", model=""), tmp_path / "run", progress=False, init_path=moved)
     assert again == out and len(loop.read_metrics(tmp_path / "run")) == 2
+
+
+def test_dynamic_sampling_skips_uninformative_prompts_and_refills(tmp_path):
+    used = []
+    real = loop.Run._update
+    def spy(self, rolls):
+        used.append([r.problem.id for r in rolls])
+        return real(self, rolls)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop.Run, "_update", spy)
+        loop.train(cfg_of(method="grpo", task="halfflat", prompts_per_step=2, steps=2, dynamic_sampling=True,
+                          dynamic_max_rounds=6, temperature=3.0), tmp_path / "dyn", progress=False)
+    rows = loop.read_metrics(tmp_path / "dyn")
+    for r, ids in zip(rows, used):
+        assert all(int(i[1:]) % 2 == 1 for i in ids)                 # flat (even) prompts never reach the loss
+        assert r["prompts_used"] == len(ids) and r["prompts_sampled"] >= r["prompts_used"]
+        assert r["n_loss_traces"] == 4 * len(ids) and r["n_search_traces"] == 4 * r["prompts_sampled"]
+    assert sum(r["prompts_used"] for r in rows) >= 2
+    assert sum(r["prompts_sampled"] for r in rows) > sum(r["prompts_used"] for r in rows)  # some were skipped
+
+
+@pytest.mark.parametrize("uncovered", ["drop", "force"])
+def test_spiral_uncovered_modes_in_the_loop(tmp_path, uncovered):
+    """n1 = 4, k = 1, subset 2: two search traces per prompt are in no subset. drop leaves them out of the
+    loss; force draws subsets that cover every trace (k = 2 x 2 = n1)."""
+    k = 1 if uncovered == "drop" else 2
+    loop.train(cfg_of(method="spiral", k=k, uncovered=uncovered, steps=1), tmp_path / uncovered, progress=False)
+    r = loop.read_metrics(tmp_path / uncovered)[0]
+    n_search, n_agg = 4 * 2, k * 2 * 2
+    assert (r["n_search_traces"], r["n_agg_traces"]) == (n_search, n_agg)
+    expected = (n_search - 2 * 2 + n_agg) if uncovered == "drop" else (n_search + n_agg)
+    assert r["n_loss_traces"] == expected
 
 
 def _env():

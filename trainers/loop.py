@@ -43,6 +43,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -341,7 +342,9 @@ class Run:
         lr = self.sched.get_last_lr()[0]
         if B > 0:  # no trace in the loss anywhere (e.g. all dropped): no optimizer step
             self.opt.step()
-        self.sched.step()
+        with warnings.catch_warnings():  # the schedule counts steps, with or without an optimizer step
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
