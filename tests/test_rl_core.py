@@ -383,3 +383,14 @@ def test_loss_and_grads_equal_trl_grpo_trainer(tiny, tmp_path, loss_type, level,
     for n in ours:
         assert trl_grads[n].abs().max() > 0, n
         torch.testing.assert_close(ours[n], trl_grads[n], atol=1e-5, rtol=1e-5, msg=n)
+
+
+def test_length_buckets_hand_computed():
+    from spiral_bench.trainers.rl_core import length_buckets
+    # cost = rows x (max prompt + max completion) + overhead per group:
+    # pairs {0,1},{2,3}: 2*2+1 + 2*11+1 = 28 < singletons 30 < one group 45
+    assert length_buckets([1, 1, 1, 1], [10, 1, 10, 1], overhead=1) == [[1, 3], [0, 2]]
+    assert length_buckets([1, 1, 1, 1], [10, 1, 10, 1], overhead=1000) == [[1, 3, 0, 2]]
+    assert length_buckets([], []) == []
+    g = length_buckets([5, 1, 9, 2, 2, 7], [3, 30, 1, 8, 8, 2], overhead=4)
+    assert sorted(i for grp in g for i in grp) == list(range(6))

@@ -18,7 +18,7 @@ One step s:
    still count them), which is most of SPIRAL's traces and none of the maths.
    `search_entropy` = sum over search traces and tokens of the sampler's entropy of
    softmax(logits / T) / search tokens (the sampling policy = the current policy, on-policy).
-   Each micro-batch is cut further into length buckets (`_length_buckets`) so that the padded
+   Each micro-batch is cut further into length buckets (`rl_core.length_buckets`) so that the padded
    teacher-forced pass does little work on padding.
    Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
    sum over chunks = the loss of the whole global batch (dapo: num_items = global completion
@@ -307,7 +307,8 @@ class Run:
         mb = cfg.micro_batch_size or max(1, len(order))
         chunks = [[traces[i] for i in order[s:s + mb]] for s in range(0, len(order), mb)]
         chunks = [c2 for c in chunks for c2 in ([x for x in c if x.role == 0], [x for x in c if x.role == 1]) if c2]
-        chunks = [b for c in chunks for b in _length_buckets(c)]
+        chunks = [[c[i] for i in g] for c in chunks for g in rl_core.length_buckets(
+            [len(t.prompt_ids) for t in c], [t.sample.completion_tokens for t in c])]
         for chunk in chunks:
             batch = rl_core.build_rollout_batch(
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
@@ -414,29 +415,6 @@ class Run:
             _swap_in(tmp, self.out / "final")
         _barrier()
         return self.out / "final"
-
-
-def _length_buckets(chunk: list[Trace], overhead: int = 256) -> list[list[Trace]]:
-    """Split one micro-batch into padded sub-batches: traces sorted by (completion, prompt) length,
-    cut into consecutive groups minimising  sum_groups rows x (max prompt + max completion) + overhead
-    (padded tokens of the teacher-forced pass plus a per-pass cost in token units; exact DP, O(n^2)).
-    The loss is a sum over traces (chunk scaling in _update), so the grouping changes no result
-    beyond float summation order."""
-    ch = sorted(chunk, key=lambda t: (t.sample.completion_tokens, len(t.prompt_ids)))
-    n = len(ch)
-    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
-    for j in range(1, n + 1):
-        mp = mc = 0
-        for i in range(j - 1, -1, -1):
-            mp, mc = max(mp, len(ch[i].prompt_ids)), max(mc, ch[i].sample.completion_tokens)
-            c = best[i] + (j - i) * (mp + mc) + overhead
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    groups, j = [], n
-    while j > 0:
-        groups.append(ch[cut[j]:j])
-        j = cut[j]
-    return groups[::-1]
 
 
 def _div(a, b):

@@ -283,6 +283,30 @@ def sample_subsets(n_search: int, K: int, n: int, generator: torch.Generator | N
     return out[torch.randperm(K, generator=g)]
 
 
+def length_buckets(prompt_lens: Sequence[int], completion_lens: Sequence[int],
+                   overhead: int = 256) -> list[list[int]]:
+    """Cut B traces into padded sub-batches for the teacher-forced pass: indices sorted by
+    (completion, prompt) length, cut into consecutive groups minimising
+        sum_groups rows x (max prompt + max completion) + overhead
+    (padded tokens of the pass plus a per-pass cost in token units; exact DP, O(B^2)).
+    Returns lists of indices into the inputs; every index appears once."""
+    order = sorted(range(len(prompt_lens)), key=lambda i: (completion_lens[i], prompt_lens[i], i))
+    n = len(order)
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        mp = mc = 0
+        for i in range(j - 1, -1, -1):
+            mp, mc = max(mp, prompt_lens[order[i]]), max(mc, completion_lens[order[i]])
+            c = best[i] + (j - i) * (mp + mc) + overhead
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 # --------------------------------------------------------------------------- teacher forcing
 def per_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        completion_mask: torch.Tensor, temperature: float = 1.0,
