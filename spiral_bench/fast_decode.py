@@ -13,6 +13,22 @@ from __future__ import annotations
 import torch
 
 
+def effective_weight(linear) -> torch.Tensor:
+    """The weight a linear layer applies: `weight` of an nn.Linear; for a peft LoRA layer
+    W + sum over active adapters of (alpha / r) B A (unless merged or disabled), computed without
+    touching the model (merging in place and back would drift W by float rounding)."""
+    base = getattr(linear, "base_layer", None)
+    if base is None:
+        return linear.weight
+    w = base.weight
+    if getattr(linear, "merged", False) or getattr(linear, "disable_adapters", False):
+        return w
+    for name in linear.active_adapters:
+        if name in linear.lora_A:
+            w = w + linear.get_delta_weight(name).to(w.dtype)
+    return w
+
+
 class _FastDecode:
     """One decode step (one new token per row) for Qwen3-family models: the transformers forward's
     maths with fewer, larger ops. Per layer:
@@ -30,6 +46,9 @@ class _FastDecode:
     @staticmethod
     def supports(model) -> bool:
         cfg = model.config
+        if any(any(getattr(m, "use_dora", {}).values()) for m in model.modules()
+               if hasattr(m, "base_layer")):
+            return False  # DoRA rescales columns: not a plain W + BA
         base = getattr(model, "model", None)
         rope = getattr(getattr(base, "rotary_emb", None), "rope_type", "default")
         return (getattr(cfg, "model_type", None) == "qwen3" and not getattr(cfg, "attention_bias", False)
@@ -48,10 +67,11 @@ class _FastDecode:
         for ly in base.layers:
             a, m = ly.self_attn, ly.mlp
             wqk = torch.cat([(a.q_norm.weight * D ** -0.5).expand(H, D), a.k_norm.weight.expand(Hk, D)])
+            w = effective_weight
             self.layers.append((ly.input_layernorm.weight,
-                                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), wqk,
-                                a.o_proj.weight, ly.post_attention_layernorm.weight,
-                                torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight))
+                                torch.cat([w(a.q_proj), w(a.k_proj), w(a.v_proj)]), wqk,
+                                w(a.o_proj), ly.post_attention_layernorm.weight,
+                                torch.cat([w(m.gate_proj), w(m.up_proj)]), w(m.down_proj)))
         pos = torch.arange(max_len, device=self.embed.device)[None]
         cos, sin = base.rotary_emb(self.embed[None, :1], pos)                  # [1, L, D] each
         self.cos = cos[0]

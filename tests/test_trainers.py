@@ -237,6 +237,40 @@ def test_spiral_uncovered_modes_in_the_loop(tmp_path, uncovered):
     assert r["n_loss_traces"] == expected
 
 
+def test_lora_trains_adapters_only_merges_into_final_and_resumes_exactly(tmp_path):
+    """lora.r > 0: only the targeted linear weights change (final/ = W + (alpha/r) B A merged into a
+    plain model), checkpoints hold the adapters, and a run stopped after step 1 and started again
+    ends with the same weights as an uninterrupted run."""
+    from spiral_bench.models import resolve_model
+    cfg = cfg_of(method="grpo", steps=2, checkpoint_every=1, temperature=2.0, lr=1e-2,
+                 lora={"r": 4, "targets": ["q_proj", "v_proj", "down_proj"]})
+    full = loop.train(cfg, tmp_path / "full", progress=False)
+    rows = loop.read_metrics(tmp_path / "full")
+    assert any(r["grad_norm"] > 0 for r in rows)
+    init = load_file(str(Path(resolve_model("tiny-1m")) / "model.safetensors"))
+    w = weights(full)
+    assert set(w) == set(init)                                 # a plain transformers model
+    changed = {k for k in w if not torch.equal(w[k], init[k])}
+    assert changed and all(k.endswith(("q_proj.weight", "v_proj.weight", "down_proj.weight")) for k in changed)
+    ckpt = sorted(p.name for p in (tmp_path / "full" / "checkpoint").iterdir())
+    assert "adapter.safetensors" in ckpt and "model.safetensors" not in ckpt
+
+    calls = {"n": 0}
+    real = loop.Run.save_checkpoint
+    def stop_after_first(self):
+        real(self)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop.Run, "save_checkpoint", stop_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(cfg, tmp_path / "resumed", progress=False)
+    assert calls["n"] == 1 and len(loop.read_metrics(tmp_path / "resumed")) == 1
+    resumed = loop.train(cfg, tmp_path / "resumed", progress=False)
+    wr = weights(resumed)
+    assert all(torch.equal(w[k], wr[k]) for k in w)
+
+
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 

@@ -29,8 +29,9 @@ on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; 
 writes files.
 
 Run folder: config.yaml, metrics.jsonl (one row per step, fields `METRIC_FIELDS`), checkpoint/
-(model + tokenizer via save_pretrained, trainer_state.pt: optimizer, scheduler, RNG, step, data
-cursor), final/ (the final model). Directories are written to a temp dir and swapped in with
+(model + tokenizer via save_pretrained, or with LoRA (`lora.r` > 0, trainers/lora.py) only the
+adapter tensors; trainer_state.pt: optimizer, scheduler, RNG, step, data cursor), final/ (the final
+model; with LoRA the adapters merged into a plain transformers model). Directories are written to a temp dir and swapped in with
 os.replace; a run started again with the same command resumes from checkpoint/ (metrics rows
 after it are dropped and redone) and gives bit-identical weights on CPU.
 """
@@ -203,13 +204,20 @@ class Run:
         state = None
         if (ckpt / "trainer_state.pt").is_file():
             state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
-        self.model, self.tok = load_model(str(ckpt) if state else self.init_path, cfg.dtype, self.device)
+        if cfg.lora.r:  # frozen starting weights + adapters (from the checkpoint when resuming)
+            from spiral_bench.trainers import lora
+            base, self.tok = load_model(self.init_path, cfg.dtype, self.device)
+            self.model = lora.apply_lora(base, cfg.lora, seed=derive_seed(cfg.seed, "lora"))
+            if state:
+                lora.load_adapter(self.model, ckpt)
+        else:
+            self.model, self.tok = load_model(str(ckpt) if state else self.init_path, cfg.dtype, self.device)
         self.ref_model = None
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
-        self.sampler = Sampler(self.model, self.tok)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                     weight_decay=cfg.weight_decay)
+        self.sampler = Sampler(self.model.get_base_model() if cfg.lora.r else self.model, self.tok)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
+                                     betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
         self.sched = get_scheduler(name, self.opt, num_warmup_steps=cfg.warmup_steps,
                                    num_training_steps=cfg.steps)
@@ -398,7 +406,12 @@ class Run:
         from spiral_bench.models import save
         if self.is_main:
             tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.out))
-            save(self.model, self.tok, tmp)
+            if self.cfg.lora.r:  # the adapters only: the frozen weights are the starting checkpoint's
+                from spiral_bench.trainers.lora import save_adapter
+                save_adapter(self.model, tmp)
+                self.tok.save_pretrained(tmp)
+            else:
+                save(self.model, self.tok, tmp)
             torch.save({"step": self.step, "cursor": self.cursor, "optimizer": self.opt.state_dict(),
                         "scheduler": self.sched.state_dict(), "total_generated": self.total_generated,
                         "elapsed": self.elapsed,
@@ -411,7 +424,8 @@ class Run:
         from spiral_bench.models import save
         if self.is_main:
             tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=self.out))
-            save(self.model, self.tok, tmp)
+            # LoRA: W + (alpha / r) B A merged into a plain model (training is over)
+            save(self.model.merge_and_unload() if self.cfg.lora.r else self.model, self.tok, tmp)
             _swap_in(tmp, self.out / "final")
         _barrier()
         return self.out / "final"

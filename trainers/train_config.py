@@ -25,6 +25,7 @@ from typing import Any, Mapping
 import yaml
 
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
+from spiral_bench.trainers.lora import LoraSettings
 from spiral_bench.trainers.losses import RLLossConfig
 from spiral_bench.trainers.sft import SFTConfig
 
@@ -82,6 +83,7 @@ class TrainConfig:
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
+    lora: LoraSettings = option(default_factory=LoraSettings, help="LoRA adapters (r = 0: train all weights)")
     skip_zero_advantage: bool = option(True, help="leave traces with advantage exactly 0 out of the update pass "
                                                    "when there is no KL term (their policy-gradient is exactly 0; "
                                                    "they still count in the loss normaliser), same step, less work")
