@@ -83,15 +83,29 @@ def _logx(ax, base: int = 10, axis: str = "x") -> None:
     a.set_minor_formatter(NullFormatter())
 
 
+def _widen(ax, xs, factor: float = 2.0) -> None:
+    """On a log x axis whose points span less than `factor`x (e.g. one aggregation setting per
+    method), show [min / factor, max x factor] so the ticks are round numbers, not a crowd of decimals."""
+    xs = [x for x in xs if np.isfinite(x) and x > 0]
+    if xs and max(xs) / min(xs) < factor:
+        ax.set_xlim(min(xs) / factor, max(xs) * factor)
+
+
 def _note(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="0.4", wrap=True)
 
 
-def _band(ax, x, mean, lo, hi, color, label, marker="o"):
+def _band(ax, x, mean, lo, hi, color, label, marker="o", dodge: float = 1.0):
+    """Line + CI band; a single point gets an error bar instead, its x multiplied by `dodge` so that
+    methods at the same compute stay apart."""
     x, mean, lo, hi = (np.asarray(v, dtype=float) for v in (x, mean, lo, hi))
-    ax.plot(x, mean, marker=marker, ms=3, lw=1.5, color=color, label=label)
     ok = np.isfinite(lo) & np.isfinite(hi)
-    if ok.any():
+    if len(x) == 1:
+        x = x * dodge
+    ax.plot(x, mean, marker=marker, ms=3, lw=1.5, color=color, label=label)
+    if ok.sum() == 1 and len(x) == 1:  # a band needs two points: show the CI as an error bar
+        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=color, capsize=3, lw=1)
+    elif ok.any():
         ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.2, lw=0)
 
 
@@ -108,7 +122,8 @@ def accuracy_vs_compute(analysis: dict, out_dir, name: str = "accuracy_vs_comput
     unit = analysis.get("compute_col", "compute")
     fig, axes = _grid(len(fams))
     for ax, fam in zip(axes, fams):
-        for m in methods:
+        xs = []
+        for i, m in enumerate(methods):
             if fam == "all":
                 env = (analysis.get("frontier") or {}).get(m, {}).get("points", [])
                 pts = env
@@ -117,13 +132,15 @@ def accuracy_vs_compute(analysis: dict, out_dir, name: str = "accuracy_vs_comput
                 env = [p for p in pts if p.get("on_frontier")]
             if not pts:
                 continue
+            xs += [p["compute"]["mean"] for p in pts]
             ax.scatter([p["compute"]["mean"] for p in pts], [p["accuracy"]["mean"] for p in pts],
                        s=10, color=col[m], alpha=0.45, lw=0)
             env = sorted(env, key=lambda p: p["compute"]["mean"])
             _band(ax, [p["compute"]["mean"] for p in env], [p["accuracy"]["mean"] for p in env],
                   [_f(p["accuracy"]["ci"][0]) for p in env], [_f(p["accuracy"]["ci"][1]) for p in env],
-                  col[m], m)
+                  col[m], m, dodge=1 + 0.06 * (i - (len(methods) - 1) / 2))
         _logx(ax)
+        _widen(ax, xs)
         ax.set_title(FAMILY_TITLES.get(fam, fam), fontsize=9)
         ax.set_xlabel(f"{unit} per problem (log)", fontsize=8)
         ax.set_ylabel("accuracy", fontsize=8)
