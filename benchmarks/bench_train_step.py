@@ -2,15 +2,17 @@
 
 Same tiny model (`--model sft`, the default: the cached SFT base of preset train_tiny, so rewards
 and advantages are those of a real run; `--model random`: random-init `tiny-1m`, whose rewards are
-all 0), same char tokenizer, same arithmetic prompts, same group size G, prompts per step P and max new tokens L, temperature 1.0,
-fp32, no KL (beta = 0), loss `dapo`, one optimizer step per generation batch. A step = sampling
+all 0), same char tokenizer, same arithmetic prompts, same group size G, prompts per step P and
+max new tokens L, temperature 1.0, fp32, no KL (beta = 0), loss `dapo`, one optimizer step per generation batch. A step = sampling
 P x G completions + rewards + advantages + teacher-forced forward/backward + AdamW.
 Each side is built first (not timed), then `--steps` steps are timed; the per-step time is the
 mean. TRL runs offline with a local model dir, a local tokenizer, the task's reward function and
-a tiny in-memory `datasets.Dataset`. Ours runs twice: with the default `skip_zero_advantage`
-(traces with advantage exactly 0 have a zero gradient and skip the update pass) and without it
-(the same work as TRL). Prints the per-step times, the share of zero-advantage traces, then
-`speedup_vs_trl_grpo=<ratio>` for the default.
+a tiny in-memory `datasets.Dataset`. Ours runs in four variants that alternate step by step:
+the default (traces with advantage exactly 0 have a zero gradient and skip the update pass,
+`skip_zero_advantage`; each group's prompt is run once with its completions packed behind it,
+`pack_max_tokens`), without one or the other, and without both (the same work as TRL). Prints
+the per-step times, the share of zero-advantage traces, then `speedup_vs_trl_grpo=<ratio>` for
+the default.
 
     python benchmarks/bench_train_step.py --threads 2 [--prompts 8 --group 8 --max-new-tokens 64]
 """
@@ -82,26 +84,33 @@ def main(argv=None) -> None:
         trl_s = (time.perf_counter() - t0) / a.steps
 
         # --- ours --------------------------------------------------------------------------
-        ours = {}
-        for skip in (True, False):
+        variants = {"default": {}, "no_skip": {"skip_zero_advantage": False}, "no_pack": {"pack_max_tokens": 0},
+                    "neither": {"skip_zero_advantage": False, "pack_max_tokens": 0}}
+        runs, secs, rows_of = {}, {}, {}
+        for name, ov in variants.items():
             cfg = build(TrainConfig, {"method": "grpo", "task": "arithmetic",
                                       "task_options": {"n_ops": 2, "modulus": 100},
                                       "model": str(model_dir), "train_problems": n_prompts, "steps": a.steps,
                                       "prompts_per_step": a.prompts, "group_size": a.group,
                                       "max_new_tokens": a.max_new_tokens, "lr": 1e-4, "micro_batch_size": 0,
-                                      "skip_zero_advantage": skip, "loss": {"loss_agg": "dapo", "beta": 0.0}})
-            run = Run(cfg, Path(tmp) / f"ours{skip}", progress=False)
-            t0 = time.perf_counter()
-            rows = [run.train_step() for _ in range(a.steps)]
-            ours[skip] = (time.perf_counter() - t0) / a.steps, rows
-    ours_s, rows = ours[True]
+                                      "loss": {"loss_agg": "dapo", "beta": 0.0}, **ov})
+            runs[name], secs[name], rows_of[name] = Run(cfg, Path(tmp) / name, progress=False), 0.0, []
+        for _ in range(a.steps):  # variants alternate step by step: machine noise hits all alike
+            for name, run in runs.items():
+                t0 = time.perf_counter()
+                rows_of[name].append(run.train_step())
+                secs[name] += time.perf_counter() - t0
+    per = {k: v / a.steps for k, v in secs.items()}
+    ours_s, rows = per["default"], rows_of["default"]
     toks = sum(r["generated_tokens"] for r in rows)
     zero = sum(r["adv_frac_zero"] * r["n_loss_traces"] for r in rows) / sum(r["n_loss_traces"] for r in rows)
     print(f"setting: P={a.prompts} prompts x G={a.group} samples, max_new_tokens={a.max_new_tokens}, "
           f"tiny-1m ({a.model}) fp32, {a.threads} threads, mean of {a.steps} steps")
     print(f"ours: {ours_s:.3f} s/step ({toks / a.steps:.0f} generated tokens/step, "
-          f"{zero:.0%} of traces with advantage 0 skip the update pass)")
-    print(f"ours without skipping: {ours[False][0]:.3f} s/step (speedup {trl_s / ours[False][0]:.2f})")
+          f"{zero:.0%} of traces with advantage 0 skip the update pass, prompts packed once per group)")
+    for name, what in (("no_skip", "without skipping zero-advantage traces"), ("no_pack", "without packing"),
+                       ("neither", "without either (the same work as TRL)")):
+        print(f"ours {what}: {per[name]:.3f} s/step (speedup {trl_s / per[name]:.2f})")
     print(f"trl_grpo: {trl_s:.3f} s/step")
     print(f"speedup_vs_trl_grpo={trl_s / ours_s:.2f}")
 

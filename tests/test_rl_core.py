@@ -394,3 +394,26 @@ def test_length_buckets_hand_computed():
     assert length_buckets([], []) == []
     g = length_buckets([5, 1, 9, 2, 2, 7], [3, 30, 1, 8, 8, 2], overhead=4)
     assert sorted(i for grp in g for i in grp) == list(range(6))
+
+
+def test_packed_logprobs_equal_one_row_per_trace():
+    """Completions packed behind one copy of their prompt get the log-probs (and gradients) of their
+    own unpadded rows."""
+    from spiral_bench.models import build_tiny
+    from spiral_bench.trainers.rl_core import packed_logprobs
+    model, tok = build_tiny("tiny-1m", seed=0)
+    g = torch.Generator().manual_seed(0)
+    rnd = lambda n: torch.randint(5, 60, (n,), generator=g).tolist()
+    packs = [(rnd(7), [rnd(5), rnd(1), rnd(9)]), (rnd(3), [rnd(4)]), (rnd(12), [rnd(2), rnd(6)])]
+    got = packed_logprobs(model, packs, tok.pad_token_id, temperature=0.7)
+    assert [len(x) for x in got] == [5, 1, 9, 4, 2, 6]
+    refs = []
+    for p, cs in packs:
+        for c in cs:
+            logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:-1] / 0.7
+            refs.append(torch.log_softmax(logits, -1).gather(-1, torch.tensor(c)[:, None])[:, 0])
+    for a, b in zip(got, refs):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    ga = torch.autograd.grad(sum(x.sum() for x in got), model.lm_head.weight)[0]
+    gb = torch.autograd.grad(sum(x.sum() for x in refs), model.lm_head.weight)[0]
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)

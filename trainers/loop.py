@@ -18,8 +18,10 @@ One step s:
    still count them), which is most of SPIRAL's traces and none of the maths.
    `search_entropy` = sum over search traces and tokens of the sampler's entropy of
    softmax(logits / T) / search tokens (the sampling policy = the current policy, on-policy).
-   Each micro-batch is cut further into length buckets (`rl_core.length_buckets`) so that the padded
-   teacher-forced pass does little work on padding.
+   The completions of one prompt (and role) are packed behind a single copy of it while the row
+   stays within `pack_max_tokens` (rl_core.packed_logprobs: block-causal mask, the log-probs of
+   unpacked rows), and each micro-batch is cut further into length buckets
+   (`rl_core.length_buckets`) so that the padded teacher-forced pass does little work on padding.
    Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
    sum over chunks = the loss of the whole global batch (dapo: num_items = global completion
    tokens; grpo / dr_grpo: chunk loss x chunk rows / global rows); gradients are summed over
@@ -230,6 +232,9 @@ class Run:
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(state["rng"]["python"])
         self.resumed_from = self.step
+        from spiral_bench.sampling import _bool_mask_dict
+        self.pack = cfg.pack_max_tokens > 0 and _bool_mask_dict(self.model, torch.ones(1, 1, 1, 1, dtype=torch.bool)) \
+            is not None
         self._ids: dict[str, list[int]] = {}
 
     # --- used by the methods ------------------------------------------------------------
@@ -310,25 +315,17 @@ class Run:
         self.model.train()
         loss_sum = 0.0
         ratio_dev = torch.zeros(1, dtype=torch.float64)
-        order = sorted(range(len(traces)), key=lambda i: (traces[i].role, len(traces[i].prompt_ids),
-                                                          traces[i].sample.completion_tokens, i))
-        mb = cfg.micro_batch_size or max(1, len(order))
-        chunks = [[traces[i] for i in order[s:s + mb]] for s in range(0, len(order), mb)]
-        chunks = [c2 for c in chunks for c2 in ([x for x in c if x.role == 0], [x for x in c if x.role == 1]) if c2]
-        chunks = [[c[i] for i in g] for c in chunks for g in rl_core.length_buckets(
-            [len(t.prompt_ids) for t in c], [t.sample.completion_tokens for t in c])]
-        for chunk in chunks:
+        for units in self._chunks(traces):
+            chunk = [t for u in units for t in u]
             batch = rl_core.build_rollout_batch(
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
                 [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
                 [t.role for t in chunk]).to(self.device)
-            lp = rl_core.per_token_logprobs(self.model, batch.input_ids, batch.attention_mask,
-                                            batch.completion_mask, cfg.temperature)
+            lp = self._logprobs(self.model, units, batch)
             ref = None
             if self.ref_model is not None:
                 with torch.no_grad():
-                    ref = rl_core.per_token_logprobs(self.ref_model, batch.input_ids, batch.attention_mask,
-                                                     batch.completion_mask, cfg.temperature)
+                    ref = self._logprobs(self.ref_model, units, batch)
             loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
                                            ref, lc, num_items=N)
             if lc.loss_agg != "dapo":
@@ -358,6 +355,56 @@ class Run:
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
                 "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
+
+    def _chunks(self, traces: list[Trace]) -> list[list[list[Trace]]]:
+        """The update pass's forward batches: lists of units (traces sharing one prompt copy: with
+        packing, consecutive completions of one prompt and role while the row stays within
+        `pack_max_tokens`; else one trace each), at most `micro_batch_size` traces and one role per
+        batch, cut into length buckets (rl_core.length_buckets on the row lengths)."""
+        cfg = self.cfg
+        groups: dict[tuple, list[Trace]] = {}
+        for t in traces:
+            groups.setdefault((t.role, tuple(t.prompt_ids)), []).append(t)
+        units = []
+        for (_, prompt), ts in groups.items():
+            ts = sorted(ts, key=lambda t: t.sample.completion_tokens)
+            cur, size = [], len(prompt)
+            for t in ts:
+                n = t.sample.completion_tokens
+                if cur and (not self.pack or size + n > cfg.pack_max_tokens):
+                    units.append(cur)
+                    cur, size = [], len(prompt)
+                cur.append(t)
+                size += n
+            units.append(cur)
+        row = lambda u: len(u[0].prompt_ids) + sum(t.sample.completion_tokens for t in u)
+        units.sort(key=lambda u: (u[0].role, len(u[0].prompt_ids), row(u)))
+        mb = cfg.micro_batch_size or max(1, len(traces))
+        batches, cur = [], []
+        for u in units:
+            if cur and (sum(map(len, cur)) + len(u) > mb or cur[0][0].role != u[0].role):
+                batches.append(cur)
+                cur = []
+            cur.append(u)
+        if cur:
+            batches.append(cur)
+        if self.pack:
+            lens = ([row(u) for u in b] for b in batches)
+            return [[b[i] for i in g] for b, ls in zip(batches, lens) for g in rl_core.length_buckets(ls, [0] * len(ls))]
+        return [[b[i] for i in g] for b in batches for g in rl_core.length_buckets(
+            [len(u[0].prompt_ids) for u in b], [u[0].sample.completion_tokens for u in b])]
+
+    def _logprobs(self, model, units: list[list[Trace]], batch) -> torch.Tensor:
+        """Teacher-forced log-probs [B, P + C] in `batch`'s layout (rows = the units' traces in order)."""
+        if not self.pack:
+            return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask,
+                                              batch.completion_mask, self.cfg.temperature)
+        lps = rl_core.packed_logprobs(model, [(u[0].prompt_ids, [t.sample.token_ids for t in u]) for u in units],
+                                      self.tok.pad_token_id, self.cfg.temperature)
+        body = torch.nn.utils.rnn.pad_sequence(lps, batch_first=True)                 # [B, C]
+        B, T = batch.input_ids.shape
+        return torch.cat([body.new_zeros(B, batch.prompt_width), body,
+                          body.new_zeros(B, T - batch.prompt_width - body.shape[1])], dim=1)
 
     def train_step(self) -> dict:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""

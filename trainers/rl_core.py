@@ -341,3 +341,46 @@ def per_token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attentio
     ent_out = torch.zeros_like(out)
     ent_out[:, c0:] = ent
     return out, ent_out
+
+
+def packed_logprobs(model: torch.nn.Module, packs: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+                    pad_id: int, temperature: float = 1.0) -> list[torch.Tensor]:
+    """Teacher-forced log-probs of completions that share a prompt, each prompt run once per pack.
+
+    packs: R pairs (prompt ids, [completion ids c_1..c_k]). Row r = [prompt | c_1 | ... | c_k | pad];
+    position ids 0..P-1 on the prompt and P..P+|c_j|-1 on every c_j; token t of c_j attends to the
+    prompt and to c_j[:t] (block-causal mask), so each completion sees exactly the context of its own
+    unpacked row. log p(c_j[0]) = log_softmax(logits[P-1] / T)[c_j[0]], log p(c_j[t]) from the
+    position of c_j[t-1]. Returns one 1-D tensor [|c_j|] per completion, in pack order (differentiable).
+    Needs 'sdpa' or 'eager' attention (a ready 4-D mask); raises ValueError otherwise.
+    """
+    from spiral_bench.sampling import _bool_mask_dict
+
+    dev = next(model.parameters()).device
+    rows = [len(p) + sum(len(c) for c in cs) for p, cs in packs]
+    R, T = len(packs), max(rows)
+    ids = torch.full((R, T), pad_id, dtype=torch.long)
+    pos = torch.zeros((R, T), dtype=torch.long)
+    seg = torch.full((R, T), -1, dtype=torch.long)
+    src, tgt, sizes = [], [], []
+    for r, (p, cs) in enumerate(packs):
+        P = len(p)
+        ids[r, :P], pos[r, :P], seg[r, :P] = torch.as_tensor(list(p)), torch.arange(P), 0
+        o = P
+        for j, c in enumerate(cs, 1):
+            n = len(c)
+            ids[r, o:o + n], pos[r, o:o + n], seg[r, o:o + n] = torch.as_tensor(list(c)), torch.arange(P, P + n), j
+            src += [r * T + x for x in [P - 1, *range(o, o + n - 1)][:n]]
+            tgt += list(c)
+            sizes.append(n)
+            o += n
+    q = torch.arange(T)
+    allowed = ((q[None, :] <= q[:, None])[None] & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+               & (seg >= 0)[:, None, :]) | torch.eye(T, dtype=torch.bool)[None]               # [R, T, T]
+    masks = _bool_mask_dict(model, allowed[:, None].to(dev))
+    if masks is None:
+        raise ValueError("packed_logprobs needs a model with 'sdpa' or 'eager' attention and full-attention layers")
+    logits = model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False).logits
+    z = logits.reshape(R * T, -1)[torch.as_tensor(src, device=dev)].float() / temperature
+    lp = torch.log_softmax(z, dim=-1).gather(-1, torch.as_tensor(tgt, device=dev)[:, None])[:, 0]
+    return list(lp.split(sizes))

@@ -87,6 +87,10 @@ class TrainConfig:
     skip_zero_advantage: bool = option(True, help="leave traces with advantage exactly 0 out of the update pass "
                                                    "when there is no KL term (their policy-gradient is exactly 0; "
                                                    "they still count in the loss normaliser), same step, less work")
+    pack_max_tokens: int = option(256, min=0, help="update pass: completions of one prompt are packed behind a single "
+                                                   "copy of it (block-causal mask) while the row stays within this many "
+                                                   "tokens; 0 = one row per trace. Same log-probs, less work for short "
+                                                   "traces; long traces (> this) get a row each")
     micro_batch_size: int = option(64, min=0, help="traces per forward/backward (0 = all at once)")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
