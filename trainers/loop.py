@@ -55,7 +55,7 @@ import yaml
 
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
-from spiral_bench.trainers import rl_core
+from spiral_bench.trainers import rl_core, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
@@ -315,17 +315,18 @@ class Run:
         self.model.train()
         loss_sum = 0.0
         ratio_dev = torch.zeros(1, dtype=torch.float64)
-        for units in self._chunks(traces):
+        for units in update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size):
             chunk = [t for u in units for t in u]
             batch = rl_core.build_rollout_batch(
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
                 [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
                 [t.role for t in chunk]).to(self.device)
-            lp = self._logprobs(self.model, units, batch)
+            lp = update.teacher_forced(self.model, units, batch, self.pack, self.tok.pad_token_id, cfg.temperature)
             ref = None
             if self.ref_model is not None:
                 with torch.no_grad():
-                    ref = self._logprobs(self.ref_model, units, batch)
+                    ref = update.teacher_forced(self.ref_model, units, batch, self.pack, self.tok.pad_token_id,
+                                                cfg.temperature)
             loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
                                            ref, lc, num_items=N)
             if lc.loss_agg != "dapo":
@@ -355,56 +356,6 @@ class Run:
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
                 "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
-
-    def _chunks(self, traces: list[Trace]) -> list[list[list[Trace]]]:
-        """The update pass's forward batches: lists of units (traces sharing one prompt copy: with
-        packing, consecutive completions of one prompt and role while the row stays within
-        `pack_max_tokens`; else one trace each), at most `micro_batch_size` traces and one role per
-        batch, cut into length buckets (rl_core.length_buckets on the row lengths)."""
-        cfg = self.cfg
-        groups: dict[tuple, list[Trace]] = {}
-        for t in traces:
-            groups.setdefault((t.role, tuple(t.prompt_ids)), []).append(t)
-        units = []
-        for (_, prompt), ts in groups.items():
-            ts = sorted(ts, key=lambda t: t.sample.completion_tokens)
-            cur, size = [], len(prompt)
-            for t in ts:
-                n = t.sample.completion_tokens
-                if cur and (not self.pack or size + n > cfg.pack_max_tokens):
-                    units.append(cur)
-                    cur, size = [], len(prompt)
-                cur.append(t)
-                size += n
-            units.append(cur)
-        row = lambda u: len(u[0].prompt_ids) + sum(t.sample.completion_tokens for t in u)
-        units.sort(key=lambda u: (u[0].role, len(u[0].prompt_ids), row(u)))
-        mb = cfg.micro_batch_size or max(1, len(traces))
-        batches, cur = [], []
-        for u in units:
-            if cur and (sum(map(len, cur)) + len(u) > mb or cur[0][0].role != u[0].role):
-                batches.append(cur)
-                cur = []
-            cur.append(u)
-        if cur:
-            batches.append(cur)
-        if self.pack:
-            lens = ([row(u) for u in b] for b in batches)
-            return [[b[i] for i in g] for b, ls in zip(batches, lens) for g in rl_core.length_buckets(ls, [0] * len(ls))]
-        return [[b[i] for i in g] for b in batches for g in rl_core.length_buckets(
-            [len(u[0].prompt_ids) for u in b], [u[0].sample.completion_tokens for u in b])]
-
-    def _logprobs(self, model, units: list[list[Trace]], batch) -> torch.Tensor:
-        """Teacher-forced log-probs [B, P + C] in `batch`'s layout (rows = the units' traces in order)."""
-        if not self.pack:
-            return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask,
-                                              batch.completion_mask, self.cfg.temperature)
-        lps = rl_core.packed_logprobs(model, [(u[0].prompt_ids, [t.sample.token_ids for t in u]) for u in units],
-                                      self.tok.pad_token_id, self.cfg.temperature)
-        body = torch.nn.utils.rnn.pad_sequence(lps, batch_first=True)                 # [B, C]
-        B, T = batch.input_ids.shape
-        return torch.cat([body.new_zeros(B, batch.prompt_width), body,
-                          body.new_zeros(B, T - batch.prompt_width - body.shape[1])], dim=1)
 
     def train_step(self) -> dict:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""

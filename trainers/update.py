@@ -1,0 +1,69 @@
+"""The update pass's batching: which traces share a teacher-forced forward, and their log-probs.
+
+- `forward_batches(traces, pack, pack_max_tokens, micro_batch_size)`: lists of *units* per forward.
+  A unit is the traces that share one copy of their prompt: with packing, consecutive completions
+  (shortest first) of one prompt and role while prompt + completions <= pack_max_tokens; without,
+  one trace. A batch holds one role and at most micro_batch_size traces (0 = no limit) and is cut
+  into length buckets (rl_core.length_buckets: row lengths when packed, prompt / completion widths
+  otherwise).
+- `teacher_forced(model, units, batch, pack, pad_id, temperature)`: log-probs [B, P + C] in the
+  RolloutBatch layout of the units' traces (rl_core.packed_logprobs when packed, else
+  rl_core.per_token_logprobs). The loss is a sum over traces, so the grouping changes no result
+  beyond float summation order (tests/test_trainers.py).
+Traces are duck-typed: `.role`, `.prompt_ids`, `.sample.token_ids`, `.sample.completion_tokens`.
+"""
+from __future__ import annotations
+
+import torch
+
+from spiral_bench.trainers import rl_core
+
+
+def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_size: int) -> list[list[list]]:
+    groups: dict[tuple, list] = {}
+    for t in traces:
+        groups.setdefault((t.role, tuple(t.prompt_ids)), []).append(t)
+    units = []
+    for (_, prompt), ts in groups.items():
+        cur, size = [], len(prompt)
+        for t in sorted(ts, key=lambda t: t.sample.completion_tokens):
+            n = t.sample.completion_tokens
+            if cur and (not pack or size + n > pack_max_tokens):
+                units.append(cur)
+                cur, size = [], len(prompt)
+            cur.append(t)
+            size += n
+        units.append(cur)
+
+    def row(u):
+        return len(u[0].prompt_ids) + sum(t.sample.completion_tokens for t in u)
+
+    units.sort(key=lambda u: (u[0].role, len(u[0].prompt_ids), row(u)))
+    mb = micro_batch_size or max(1, len(traces))
+    batches, cur = [], []
+    for u in units:
+        if cur and (sum(map(len, cur)) + len(u) > mb or cur[0][0].role != u[0].role):
+            batches.append(cur)
+            cur = []
+        cur.append(u)
+    if cur:
+        batches.append(cur)
+    if pack:
+        cuts = (rl_core.length_buckets([row(u) for u in b], [0] * len(b)) for b in batches)
+    else:
+        cuts = (rl_core.length_buckets([len(u[0].prompt_ids) for u in b], [u[0].sample.completion_tokens for u in b])
+                for b in batches)
+    return [[b[i] for i in g] for b, gs in zip(batches, cuts) for g in gs]
+
+
+def teacher_forced(model, units: list[list], batch: rl_core.RolloutBatch, pack: bool, pad_id: int,
+                   temperature: float) -> torch.Tensor:
+    if not pack:
+        return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                          temperature)
+    lps = rl_core.packed_logprobs(model, [(u[0].prompt_ids, [t.sample.token_ids for t in u]) for u in units],
+                                  pad_id, temperature)
+    body = torch.nn.utils.rnn.pad_sequence(lps, batch_first=True)                      # [B, C]
+    B, T = batch.input_ids.shape
+    P = batch.prompt_width
+    return torch.cat([body.new_zeros(B, P), body, body.new_zeros(B, T - P - body.shape[1])], dim=1)
