@@ -7,8 +7,8 @@
   into length buckets (rl_core.length_buckets: row lengths when packed, prompt / completion widths
   otherwise).
 - `teacher_forced(model, units, batch, pack, pad_id, temperature)`: log-probs [B, P + C] in the
-  RolloutBatch layout of the units' traces (rl_core.packed_logprobs when packed, else
-  rl_core.per_token_logprobs). The loss is a sum over traces, so the grouping changes no result
+  RolloutBatch layout of the units' traces (rl_core.packed_logprobs when some unit holds several
+  traces, else rl_core.per_token_logprobs, e.g. for long traces that each fill a row). The loss is a sum over traces, so the grouping changes no result
   beyond float summation order (tests/test_trainers.py).
 Traces are duck-typed: `.role`, `.prompt_ids`, `.sample.token_ids`, `.sample.completion_tokens`.
 """
@@ -58,7 +58,7 @@ def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_
 
 def teacher_forced(model, units: list[list], batch: rl_core.RolloutBatch, pack: bool, pad_id: int,
                    temperature: float) -> torch.Tensor:
-    if not pack:
+    if not pack or all(len(u) == 1 for u in units):  # nothing shared: the plain padded pass
         return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
                                           temperature)
     lps = rl_core.packed_logprobs(model, [(u[0].prompt_ids, [t.sample.token_ids for t in u]) for u in units],
