@@ -6,7 +6,8 @@ hf sampler (`spiral_bench.sampling.Sampler`) when the model supports them.
 keys/values once for all rows sampled from it:
     s = [q K_pre[gid]^T | q K_gen^T] + mask,  p = softmax(s),  o = p[:, :P] V_pre[gid] + p[:, P:] V_gen
 Both give the model's numbers up to float rounding (tests/test_sampling.py compares tokens and
-log-probs with the plain path and with independent teacher forcing).
+log-probs with the plain path and with independent teacher forcing). `effective_weight` reads
+peft LoRA layers as W + (alpha / r) B A, so a policy trained with adapters is sampled as trained.
 """
 from __future__ import annotations
 
