@@ -52,7 +52,7 @@ def prefix_table(model, tok, repeats: int) -> None:
         ps = ["".join(rng.choice("0123456789+-*=;#|") for _ in range(plen)) for _ in range(k)]
         reqs = [Request(p, n=n, seed=i) for i, p in enumerate(ps)]
         sc = SamplingConfig(temperature=1.0, max_new_tokens=new, batch_size=k * n)
-        fan, shared = Sampler(model, tok, share_prefix=False), Sampler(model, tok)
+        fan, shared = Sampler(model, tok, share_prefix=False), Sampler(model, tok, share_prefix_min_tokens=0)
         fan.eos = shared.eos = torch.tensor([-1])
         a, b = fan.generate(reqs, sc), shared.generate(reqs, sc)
         same = sum(x.token_ids == y.token_ids for ra, rb in zip(a, b) for x, y in zip(ra, rb))

@@ -5,8 +5,10 @@ Algorithm (per batch of at most `batch_size` sequences, requests sorted by promp
    longest, explicit position ids, a hand-built causal+padding mask) into `PreallocCache`, a
    transformers `Cache` allocated once per layer. With the fused Qwen3 step (`_FastDecode`) the
    prompt K/V stay one copy per distinct prompt and decode attention reads them once for all of
-   that prompt's samples (`_SharedPrefix`: one matmul per prompt over its rows' queries); the
-   generated tokens' K/V go into a second cache [B, H, max_new_tokens, D]. Otherwise the prompt
+   that prompt's samples (`_SharedPrefix`: one matmul per prompt over its rows' queries), when the
+   batch's prompts are at least `share_prefix_min_tokens` (32) long (shorter ones cost more in
+   extra ops than they save); the generated tokens' K/V go into a second cache
+   [B, H, max_new_tokens, D]. Otherwise the prompt
    K/V rows and last logits are fanned out (index_select) to the n samples of that prompt.
 2. Decoding: all sequences advance together, one token per step, copying K/V in place into the
    cache (no per-step re-allocation, attention reads only the filled part); the additive mask is
@@ -282,9 +284,10 @@ class Sampler:
     """Batched sampler over a transformers causal LM; see the module docstring for the algorithm."""
 
     def __init__(self, model, tokenizer, fast_masks: bool = True, fast_decode: bool = True,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, share_prefix_min_tokens: int = 32):
         self.model, self.tok = model, tokenizer
-        self.share_prefix = share_prefix
+        # shared-prompt attention pays from ~32-token prompts on (BENCHMARKS.md, bench_sampler --prefix-table)
+        self.share_prefix, self.share_min = share_prefix, share_prefix_min_tokens
         self.fast_decode = fast_decode and _FastDecode.supports(model)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
@@ -347,7 +350,8 @@ class Sampler:
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         with _use_decode_attention(model, self.fast_masks) as attn:
             fast = attn.active and self.fast_decode
-            cache = PreallocCache(cfg.num_hidden_layers, P if fast and self.share_prefix else L)
+            share = fast and self.share_prefix and P >= self.share_min
+            cache = PreallocCache(cfg.num_hidden_layers, P if share else L)
             if attn.active:  # ready additive masks; pad query rows attend to themselves (no NaN)
                 q = torch.arange(P, device=dev)
                 allowed = ((q[None, :] <= q[:, None])[None] & valid[:, None, :]) | torch.eye(
@@ -369,7 +373,7 @@ class Sampler:
             step, prefix, gid = None, None, r
             if fast:
                 step = _FastDecode(model, L)
-            if fast and self.share_prefix:
+            if share:
                 prefix = _SharedPrefix([ly.keys for ly in cache.layers], [ly.values for ly in cache.layers], r)
                 cache = PreallocCache(cfg.num_hidden_layers, max_new)
             else:

@@ -280,7 +280,7 @@ def test_shared_prefix_attention_equals_fanned_out_cache(tiny):
     reqs = [Request(p, n=n, seed=20 + i, max_new_tokens=b) for i, (p, n, b) in enumerate(
         [("3+4=", 3, 24), ("12*7-5=?", 5, 6), ("x", 1, 24), ("3+4=", 2, 11), ("(81-19)*4+2=?\nA:", 4, 24)])]
     sc = SamplingConfig(temperature=1.0, max_new_tokens=24, batch_size=7)
-    shared = Sampler(model, tok)
+    shared = Sampler(model, tok, share_prefix_min_tokens=0)
     shared.eos = torch.tensor([tok.convert_tokens_to_ids("7"), tok.convert_tokens_to_ids("=")])
     fan = Sampler(model, tok, share_prefix=False)
     fan.eos = shared.eos
