@@ -219,7 +219,8 @@ class Run:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
         self.sampler = Sampler(self.model.get_base_model() if cfg.lora.r else self.model, self.tok)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
-                                     betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+                                     betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                     fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
         name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
         self.sched = get_scheduler(name, self.opt, num_warmup_steps=cfg.warmup_steps,
                                    num_training_steps=cfg.steps)
@@ -362,22 +363,23 @@ class Run:
         t0 = time.perf_counter()
         step = self.step + 1
         rolls, used, sampled = self._rollouts(step)
-        v = torch.zeros(17, dtype=torch.float64)
+        acc = [0.0] * 17
         for r in rolls:
             for t in r.traces:
                 o = 0 if t.role == rl_core.SEARCH else 5
-                v[o:o + 5] += torch.tensor([1, t.reward, float(t.reward >= 1.0), t.sample.completion_tokens,
-                                            float(t.sample.truncated)], dtype=torch.float64)
-                v[15] += t.sample.completion_tokens
+                for i, x in enumerate((1, t.reward, float(t.reward >= 1.0), t.sample.completion_tokens,
+                                       float(t.sample.truncated))):
+                    acc[o + i] += x
+                acc[15] += t.sample.completion_tokens
                 if t.role == rl_core.SEARCH:
-                    v[16] += t.sample.entropy
+                    acc[16] += t.sample.entropy
         for r in used:
             for t in r.traces:
                 if t.keep:
-                    v[10:14] += torch.tensor([1, t.advantage, t.advantage ** 2, float(t.advantage == 0.0)],
-                                             dtype=torch.float64)
-        v[14] = len(used)
-        _all_reduce(v)
+                    for i, x in enumerate((1, t.advantage, t.advantage ** 2, float(t.advantage == 0.0))):
+                        acc[10 + i] += x
+        acc[14] = len(used)
+        v = _all_reduce(torch.tensor(acc, dtype=torch.float64))
         upd = self._update(used)
         gen = int(v[15])
         self.total_generated += gen
