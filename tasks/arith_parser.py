@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+
 class ExprError(ValueError):
     """A malformed, unsafe or invalid arithmetic expression."""
 

@@ -40,6 +40,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Callable
 
+from .arith_parser import ExprError, format_fraction, parse_arith, safe_arith  # noqa: F401  (re-exported)
+
 MAX_TAIL = 4096          # characters of a completion that graders look at (the end)
 MAX_REGION = 400         # characters of an answer region
 MAX_NUMBER_DIGITS = 40   # digits of a number answer
@@ -54,9 +56,6 @@ _ASCII_NUM = re.compile(r"(?<![0-9])(?:[+-]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(
 def tail(text: Any, n: int = MAX_TAIL) -> str:
     """The last `n` characters of `text` ('' for non-strings)."""
     return text[-n:] if isinstance(text, str) else ""
-
-
-from .arith_parser import ExprError, format_fraction, parse_arith, safe_arith  # noqa: E402,F401  (re-exported)
 
 
 # --- numeric normalisation ----------------------------------------------------------------

@@ -33,8 +33,8 @@ writes files.
 Run folder: config.yaml, metrics.jsonl (one row per step, fields `METRIC_FIELDS`), checkpoint/
 (model + tokenizer via save_pretrained, or with LoRA (`lora.r` > 0, trainers/lora.py) only the
 adapter tensors; trainer_state.pt: optimizer, scheduler, RNG, step, data cursor), final/ (the final
-model; with LoRA the adapters merged into a plain transformers model). Directories are written to a temp dir and swapped in with
-os.replace; a run started again with the same command resumes from checkpoint/ (metrics rows
+model; with LoRA the adapters merged into a plain transformers model). Directories are written to
+a temp dir and swapped in with os.replace; a run started again with the same command resumes from checkpoint/ (metrics rows
 after it are dropped and redone) and gives bit-identical weights on CPU.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ import yaml
 
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
-from spiral_bench.trainers import rl_core, update
+from spiral_bench.trainers import lora, rl_core, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
@@ -191,11 +191,12 @@ class Run:
         self.is_main = self.rank == 0
         if init_path is not None:  # the caller resolved the starting policy (e.g. an SFT base in its cache)
             self.init_path = str(init_path)
-        if self.is_main and init_path is None:
-            self.init_path = init_model_path(cfg, progress)
-        _barrier()
-        if not self.is_main and init_path is None:
-            self.init_path = init_model_path(cfg, False)
+        else:  # rank 0 builds the SFT base if needed, the others then find it cached
+            if self.is_main:
+                self.init_path = init_model_path(cfg, progress)
+            _barrier()
+            if not self.is_main:
+                self.init_path = init_model_path(cfg, False)
         self.task = get_task(cfg.task, **cfg.task_options)
         self.problems = self.task.problems("train", n=cfg.train_problems)
         ckpt = out_dir / "checkpoint"
@@ -207,7 +208,6 @@ class Run:
         if (ckpt / "trainer_state.pt").is_file():
             state = torch.load(ckpt / "trainer_state.pt", weights_only=False)
         if cfg.lora.r:  # frozen starting weights + adapters (from the checkpoint when resuming)
-            from spiral_bench.trainers import lora
             base, self.tok = load_model(self.init_path, cfg.dtype, self.device)
             self.model = lora.apply_lora(base, cfg.lora, seed=derive_seed(cfg.seed, "lora"))
             if state:
@@ -217,7 +217,7 @@ class Run:
         self.ref_model = None
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
-        self.sampler = Sampler(self.model.get_base_model() if cfg.lora.r else self.model, self.tok)
+        self.sampler = Sampler(lora.sampling_model(self.model), self.tok)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
@@ -407,8 +407,7 @@ class Run:
         if self.is_main:
             tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.out))
             if self.cfg.lora.r:  # the adapters only: the frozen weights are the starting checkpoint's
-                from spiral_bench.trainers.lora import save_adapter
-                save_adapter(self.model, tmp)
+                lora.save_adapter(self.model, tmp)
                 self.tok.save_pretrained(tmp)
             else:
                 save(self.model, self.tok, tmp)

@@ -8,8 +8,9 @@
   otherwise).
 - `teacher_forced(model, units, batch, pack, pad_id, temperature)`: log-probs [B, P + C] in the
   RolloutBatch layout of the units' traces (rl_core.packed_logprobs when some unit holds several
-  traces, else rl_core.per_token_logprobs, e.g. for long traces that each fill a row). The loss is a sum over traces, so the grouping changes no result
-  beyond float summation order (tests/test_trainers.py).
+  traces, else rl_core.per_token_logprobs, e.g. for long traces that each fill a row). The loss is
+  a sum over traces, so the grouping changes no result beyond float summation order
+  (tests/test_trainers.py).
 Traces are duck-typed: `.role`, `.prompt_ids`, `.sample.token_ids`, `.sample.completion_tokens`.
 """
 from __future__ import annotations
