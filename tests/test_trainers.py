@@ -306,6 +306,28 @@ def test_packed_update_equals_one_row_per_trace(tmp_path, method):
         torch.testing.assert_close(w0[k], w1[k], atol=1e-4, rtol=0)  # Adam on ~1e-8 gradients, as above
 
 
+def test_lora_init_is_seeded_and_leaves_the_global_stream_alone():
+    """apply_lora draws A from its own seed: the same adapters whatever the global RNG state, and the
+    global stream continues as if nothing had been drawn (the resume test cannot see this when
+    nothing else in the process uses the global stream)."""
+    from spiral_bench.models import build_tiny
+    from spiral_bench.trainers.lora import LoraSettings, apply_lora
+    settings = LoraSettings(r=4)
+
+    def adapters(global_seed):
+        torch.manual_seed(global_seed)
+        m = apply_lora(build_tiny("tiny-1m", seed=0)[0], settings, seed=5)
+        after = torch.rand(3)
+        torch.manual_seed(global_seed)
+        build_tiny("tiny-1m", seed=0)
+        return {k: v for k, v in m.named_parameters() if "lora_A" in k}, after, torch.rand(3)
+
+    a1, after1, untouched1 = adapters(1)
+    a2, _, _ = adapters(2)
+    assert a1 and all(torch.equal(a1[k], a2[k]) for k in a1)
+    assert torch.equal(after1, untouched1)
+
+
 def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
