@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from bench_floor import best
 from spiral_bench.fast_decode import _FastDecode
 from spiral_bench.models import build_tiny
 from spiral_bench.sampling import PreallocCache
@@ -135,15 +136,6 @@ def kernel_experiment() -> None:
     print(f"kernel: built in {time.perf_counter() - t0:.1f} s")
     B, H, D, L = 256, 4, 32, 140
 
-    def best(fn, k=50):
-        fn()
-        ts = []
-        for _ in range(k):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-        return min(ts)
-
     for n in (20, 76, 140):
         kb, vb = torch.randn(B, H, L, D), torch.randn(B, H, L, D)
         q, kn, vn = torch.randn(B, H, 1, D), torch.randn(B, H, 1, D), torch.randn(B, H, 1, D)
@@ -161,7 +153,7 @@ def kernel_experiment() -> None:
             return torch.ops.spiral_decode.decode_attn(q[:, :, 0], kb, vb, kn[:, :, 0], vn[:, :, 0], m, n)
 
         err = float((torch_path() - kernel()).abs().max())
-        tt, tk = best(torch_path), best(kernel)
+        tt, tk = best(torch_path, 50), best(kernel, 50)
         gb = 2 * B * H * n * D * 4 / 1e9
         print(f"kernel: n={n:>3}: torch {tt * 1e3:.3f} ms ({gb / tt:.0f} GB/s), hand-written {tk * 1e3:.3f} ms "
               f"({gb / tk:.0f} GB/s), torch/kernel {tt / tk:.2f}, max |diff| {err:.1e}")

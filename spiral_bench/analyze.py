@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from spiral_bench.estimators import maj_at_k, pass_at_k_pool
+from spiral_bench.fileio import write_json
 from spiral_bench.stats import PairedBootstrap, compare, percentile_ci
 
 KNOWN = {"problem_id", "sample_id", "correct", "method", "answer", "prompt_tokens", "completion_tokens"}
@@ -152,21 +151,6 @@ def _clean(x):
     return x
 
 
-def _atomic_write_json(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict."""
@@ -220,7 +204,7 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
             summary["comparisons"].append({"method": a, "baseline": b, "metric": "pass@k",
                                            "compute_unit": unit, **res})
     summary = _clean(summary)
-    _atomic_write_json(summary, Path(out_dir) / "summary.json")
+    write_json(Path(out_dir) / "summary.json", summary, indent=2, allow_nan=False)
     return summary
 
 

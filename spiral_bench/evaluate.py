@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .analyze import _atomic_write_json, _clean
+from .analyze import _clean
+from .fileio import write_json
 
 FAMILIES = ("pass@k", "maj@k", "aggregate", "rsa", "rsa_maj")
 DEPLOYABLE = ("maj@k", "aggregate", "rsa", "rsa_maj")
@@ -301,7 +302,7 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
 def write_analysis(analysis: dict, out_dir) -> Path:
     """out_dir/analysis.json, atomically."""
     path = Path(out_dir) / "analysis.json"
-    _atomic_write_json(analysis, path)
+    write_json(path, analysis, indent=2, allow_nan=False)
     return path
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from spiral_bench.report.runfiles import read_json, read_jsonl
+from spiral_bench.fileio import read_jsonl
+from spiral_bench.report.runfiles import read_json
 
 WALL_CLOCK = ("seconds", "elapsed")
 _WALL_WORDS = ("seconds", "minutes", "elapsed", "time")

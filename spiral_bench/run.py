@@ -43,6 +43,7 @@ from pathlib import Path
 import yaml
 
 from .config import ConfigError, build, config_hash, option, to_dict
+from .fileio import write_json
 
 SCHEMA = "spiral-bench/run/1"
 PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
@@ -166,11 +167,6 @@ def _peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False, default=str))
-    os.replace(tmp, path)
-
 
 class _Manifest:
     """manifest.json kept up to date as stages run (status, wall seconds summed over attempts)."""
@@ -181,7 +177,7 @@ class _Manifest:
         self.save()
 
     def save(self) -> None:
-        _write_json(self.path, self.data)
+        write_json(self.path, self.data, default=str)
 
     @contextmanager
     def stage(self, name: str):

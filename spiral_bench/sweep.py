@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -56,7 +55,8 @@ import pandas as pd
 from . import estimators
 from .backends.base import Request, Sample, SamplingConfig, derive_seed
 from .compute import Compute, expected_subset_compute, request_compute
-from .config import ConfigError, build, load_yaml, option, to_dict
+from .config import ConfigError, load_yaml, option, to_dict
+from .fileio import write_atomic, write_json
 from .scaffolds import aggregate, layer_summary, rsa_step
 
 PRESET_DIR = Path(__file__).with_name("presets")
@@ -212,18 +212,9 @@ def replicate_seed(seed: int, replicate: int) -> int:
 
 
 # ------------------------------------------------------------------------------ files
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    _atomic_write(Path(path), lambda f: df.to_parquet(f, index=False))
+    write_atomic(path, lambda f: df.to_parquet(f, index=False))
 
 
 def _samples_frame(problems, pops: Sequence[Sequence[Sample]], with_ids: bool = False) -> pd.DataFrame:
@@ -256,7 +247,7 @@ def _manifest(path: Path, content: dict) -> None:
             raise ValueError(f"{path}: this sweep differs from the stored one in {diff}; "
                              f"use another out_dir or method name")
         return
-    _atomic_write(path, lambda f: f.write(json.dumps(content, indent=1, sort_keys=True).encode()))
+    write_json(path, content, indent=1, sort_keys=True)
 
 
 def load_cells(out_dir: str | Path) -> pd.DataFrame:

@@ -5,7 +5,6 @@ import os
 import numpy as np
 import pytest
 
-from spiral_bench import analyze as an
 from spiral_bench.analyze import AnalyzeInputError, analyze_file
 from spiral_bench.stats import PairedBootstrap, percentile_ci
 
@@ -141,7 +140,8 @@ def test_unknown_keys_warn_and_output_is_written_atomically(tmp_path, monkeypatc
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(an.json, "dump", boom)
+    import spiral_bench.fileio as fileio
+    monkeypatch.setattr(fileio.os, "fsync", boom)  # fails after the temp file holds the data
     with pytest.raises(RuntimeError):
         analyze_file(path, tmp_path / "o", B=60)
     assert (tmp_path / "o" / "summary.json").read_text() == before  # old file intact

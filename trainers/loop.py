@@ -55,6 +55,7 @@ import yaml
 
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
+from spiral_bench.fileio import read_jsonl, swap_dir, write_atomic
 from spiral_bench.trainers import lora, rl_core, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
@@ -131,35 +132,10 @@ def init_distributed(device: str) -> tuple[int, int, str]:
 
 
 # ------------------------------------------------------------------------ files
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Atomically replace directory `target` by `tmp` (old copy kept as .<name>.old until done)."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """Rows of a run's metrics.jsonl (a torn last line is ignored)."""
     p = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
+    return read_jsonl(p) if p.exists() else []
 
 
 def init_model_path(cfg: TrainConfig, progress: bool = True) -> str:
@@ -416,7 +392,7 @@ class Run:
                         "elapsed": self.elapsed,
                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}},
                        tmp / "trainer_state.pt")
-            _swap_in(tmp, self.out / "checkpoint")
+            swap_dir(tmp, self.out / "checkpoint")
         _barrier()
 
     def save_final(self) -> Path:
@@ -425,7 +401,7 @@ class Run:
             tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=self.out))
             # LoRA: W + (alpha / r) B A merged into a plain model (training is over)
             save(self.model.merge_and_unload() if self.cfg.lora.r else self.model, self.tok, tmp)
-            _swap_in(tmp, self.out / "final")
+            swap_dir(tmp, self.out / "final")
         _barrier()
         return self.out / "final"
 
@@ -447,7 +423,7 @@ def _prepare_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
                               "use another --out or the same config to resume")
     elif is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(p, text)
+        write_atomic(p, text)
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
@@ -470,13 +446,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
         if rank == 0 and not (out / "final").exists():
             tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=out))
             shutil.copytree(path, tmp, dirs_exist_ok=True)
-            _swap_in(tmp, out / "final")
+            swap_dir(tmp, out / "final")
         return out / "final"
     _prepare_dir(cfg, out, rank == 0)
     run = Run(cfg, out, progress, init_path=None if init_path is None else str(init_path))
     if run.is_main:
         rows = [r for r in read_metrics(out) if r.get("step", 0) <= run.step]
-        _write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        write_atomic(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         if run.step:
             print(f"resuming from step {run.step} ({out / 'checkpoint'})", flush=True)
     if run.step >= cfg.steps and (out / "final" / "config.json").exists():

@@ -22,13 +22,13 @@ import html
 import math
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from . import figures as F
+from ..fileio import write_atomic
 from .runfiles import RunFiles, load_run
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
@@ -316,19 +316,6 @@ def to_html(blocks: list, title: str) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def write_report(run_dirs, out_dir=None) -> dict:
     """Write report.html, report.md and figures/*.png for one or more run folders.
@@ -359,7 +346,7 @@ def write_report(run_dirs, out_dir=None) -> dict:
         figs += f
         missing[str(r.path)] = list(r.missing)
     html_path, md_path = out / "report.html", out / "report.md"
-    _write_atomic(html_path, to_html(blocks, title))
-    _write_atomic(md_path, to_markdown(blocks, out))
+    write_atomic(html_path, to_html(blocks, title))
+    write_atomic(md_path, to_markdown(blocks, out))
     return {"html": html_path, "md": md_path, "figures": figs, "missing": missing,
             "seconds": time.perf_counter() - t0}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from spiral_bench.fileio import read_jsonl
+
 TRAIN_METHODS = ("grpo", "spiral")
 EVAL_BASE = "base"
 DEFAULT_B = 1000
@@ -69,16 +71,6 @@ def read_yaml(path: Path):
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: {e}") from None
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a metrics.jsonl (`trainers.loop.read_metrics` semantics: a torn last line ends the file)."""
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def _safe(run: RunFiles, what: str, fn, *args):
