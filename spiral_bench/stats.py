@@ -15,13 +15,16 @@ reaches a (inf if it never does).
 Scaling-efficiency multiplier at accuracy level a: m(a) = C_baseline(a) / C_method(a).
   - default levels: the method's own curve points (the levels it reaches);
   - a level the baseline never reaches gives the lower bound m(a) >= C_baseline_max / C_method(a),
-    flagged `censored`;
+    flagged `censored`; so does a level below the method's smallest-compute accuracy (the method's
+    compute there is only bounded above by its smallest compute, so m is a lower bound);
   - a level at or below the baseline's smallest-compute accuracy is skipped (NaN): there the
     baseline's compute is only bounded above, so m would be an upper bound;
   - "up to" = max over levels (a lower bound if any level is censored); its CI is the percentile
     interval of the maximum recomputed on each replicate. See MAX_WARNING.
 Accuracy gap at equal compute c: abs = 100 (a_m(c) - a_b(c)) points, rel = 100 (a_m(c)/a_b(c) - 1)
-%, at every compute of either grid inside both (fixed from the point estimate), and its max.
+%, at every compute of either grid inside both (fixed from the point estimate; a bootstrap replicate
+reads them clamped to the range its own curves cover, and "at max compute" at its own largest
+common compute), and its max.
 
 verdict(ci, claim, ">="): "supported" if hi >= claim (the CI contains or exceeds the claim);
 "not supported" if hi < claim, unless the estimate is a censored lower bound, which is then
@@ -162,9 +165,10 @@ def _multipliers_xy(xb, yb, xm, ym, levels):
     cm, _ = _reach(xm, ym, levels)
     cb, b_start = _reach(xb, yb, levels)
     valid = np.isfinite(cm) & ~b_start
-    censored = valid & np.isinf(cb)
+    below_m = np.asarray(levels, dtype=np.float64) < ym[..., :1]   # C_method(a) <= its smallest compute
+    censored = valid & (np.isinf(cb) | below_m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.where(censored, np.exp(xb[..., -1:]) / cm, cb / cm)
+        val = np.where(np.isinf(cb), np.exp(xb[..., -1:]) / cm, cb / cm)
     return np.where(valid, val, np.nan), censored
 
 
@@ -263,16 +267,23 @@ def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=No
     q = common_grid(pm[3], pm[1])
     gap = {"by_compute": [], "abs_points_max": None, "rel_pct_max": None, "at_max_compute": None}
     if len(q):
+        # a replicate's mean compute moves: queries at the ends of the grid are clamped to the range
+        # both of its curves cover, and "at max compute" is read at the replicate's own largest
+        # common compute (otherwise about half the replicates fall off the end and are dropped)
+        lo = np.maximum(rm[3].min(-1), rm[1].min(-1))[:, None]
+        hi = np.minimum(rm[3].max(-1), rm[1].max(-1))[:, None]
+        qr = np.where(hi >= lo, np.clip(np.broadcast_to(q, (boot.B, len(q))), lo, hi), np.nan)
         pg = accuracy_gap(pm[3], pm[2], pm[1], pm[0], q)
-        rg = accuracy_gap(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(q, (boot.B, len(q))))
-        ca, cr = percentile_ci(rg["abs_points"], level), percentile_ci(rg["rel_pct"], level)
-        gap["by_compute"] = [{"compute": float(c),
-                              "abs_points": {"value": float(pg["abs_points"][i]), "ci": [float(ca[0, i]), float(ca[1, i])]},
-                              "rel_pct": {"value": float(pg["rel_pct"][i]), "ci": [float(cr[0, i]), float(cr[1, i])]}}
-                             for i, c in enumerate(q)]
+        rg = accuracy_gap(rm[3], rm[2], rm[1], rm[0], qr)
+        rtop = accuracy_gap(rm[3], rm[2], rm[1], rm[0], np.where(hi >= lo, hi, np.nan))
+
+        def entry(i, reps, j):  # point estimate at q[i], replicates from column j of reps
+            return {"compute": float(q[i]), **{k: _est(float(pg[k][i]), reps[k][:, j], level)
+                                               for k in ("abs_points", "rel_pct")}}
+        gap["by_compute"] = [entry(i, rg, i) for i in range(len(q))]
         gap["abs_points_max"] = _est(float(_nanmax(pg["abs_points"])), _nanmax(rg["abs_points"]), level)
         gap["rel_pct_max"] = _est(float(_nanmax(pg["rel_pct"])), _nanmax(rg["rel_pct"]), level)
-        gap["at_max_compute"] = gap["by_compute"][-1]
+        gap["at_max_compute"] = entry(len(q) - 1, rtop, 0)
     out["gap"] = gap
     return out
 

@@ -81,6 +81,11 @@ def test_planted_multiplier_censoring_and_skipped_levels():
     m3 = multipliers(k, f(k), k, f(k) - 0.05)
     assert np.isnan(m3["value"][0]) and np.isfinite(m3["value"][1:]).all()
     assert (m3["value"][1:] < 1).all()  # a worse method has m < 1
+    # a level below the method's first-point accuracy: its compute there is at most its smallest,
+    # so m is a lower bound (here 10^0.5 at level 0.2, where the method is better at every compute)
+    m4 = multipliers([1, 10, 100], [.1, .3, .5], [10, 100], [.4, .7], levels=[.2, .4, .45])
+    np.testing.assert_allclose(m4["value"][:2], [10 ** 0.5 / 10, 10 ** 1.5 / 10], rtol=1e-12)
+    np.testing.assert_array_equal(m4["censored"], [True, False, False])
 
 
 def test_accuracy_gap_and_common_grid():
@@ -103,6 +108,35 @@ def test_compare_a_method_with_itself_is_exactly_one_and_zero():
     assert mm["value"] == pytest.approx(1.0) and mm["ci"] == pytest.approx([1.0, 1.0])
     assert res["gap"]["abs_points_max"]["ci"] == pytest.approx([0.0, 0.0], abs=1e-9)
     assert res["warning"] == MAX_WARNING
+
+
+def test_gap_at_max_compute_uses_every_replicate_when_compute_varies_by_problem():
+    """Per-problem compute varies (harder problems write longer traces), so each replicate's mean
+    compute moves: the gap at the largest common compute must be read at the replicate's own
+    largest common compute (a plain loop here), not at the point estimate's, which about half of
+    the replicates do not reach."""
+    rng = np.random.default_rng(5)
+    P, B = 200, 300
+    hard = rng.random(P)
+    base = np.array([1.0, 2.0, 4.0, 8.0])
+    comp_b = (100 + 200 * hard)[:, None] * base                              # (P, 4)
+    comp_m = (110 + 190 * hard)[:, None] * base
+    acc_b = (rng.random((P, 4)) < 0.2 + 0.08 * np.arange(4) - 0.15 * hard[:, None]).astype(float)
+    acc_m = (rng.random((P, 4)) < 0.3 + 0.08 * np.arange(4) - 0.15 * hard[:, None]).astype(float)
+    boot = PairedBootstrap(P, B=B, seed=1)
+    g = compare(boot, acc_m, comp_m, acc_b, comp_b)["gap"]
+    top, first = g["at_max_compute"], g["by_compute"][0]
+    assert top["abs_points"]["valid_fraction"] == 1.0 and top["rel_pct"]["valid_fraction"] == 1.0
+    assert first["abs_points"]["valid_fraction"] == 1.0 and g["by_compute"][-1]["abs_points"]["valid_fraction"] == 1.0
+    ref = []
+    for r in range(B):
+        w = boot.counts[r] / P
+        cb, cm, ab, am = (w @ v for v in (comp_b, comp_m, acc_b, acc_m))
+        q = min(cb.max(), cm.max())
+        gb = np.interp(np.log(q), np.log(cb), np.maximum.accumulate(ab))
+        gm = np.interp(np.log(q), np.log(cm), np.maximum.accumulate(am))
+        ref.append(100 * (gm - gb))
+    assert top["abs_points"]["ci"] == pytest.approx(np.percentile(ref, [2.5, 97.5]), abs=1e-9)
 
 
 @pytest.mark.parametrize("ci,claim,kw,want", [
