@@ -9,14 +9,15 @@ Conventions (one `Request` = one prompt sampled n times):
 - max_token_budget: sum of max_new_tokens over every trace (search traces and aggregation traces
   of every layer): n * L per request (the paper's Figure 8 convention).
 - flops (forward pass only, Kaplan et al. 2020 convention), for a request with prompt length P
-  and samples of lengths G_1..G_n, with N = non-embedding parameters, l = n_layers, d = d_model:
+  and samples of lengths G_1..G_n, with N = non-embedding parameters, l = n_layers, d = d_attn
+  (query heads x head dim; model_info's `d_attn`, d_model where a backend does not give it):
 
       dense  = 2 * N * (P + sum_j G_j)
       attn   = A(0, P) + sum_j A(P, P + G_j)
       A(s, e) = sum_{i=s+1}^{e} 2 * l * i * d  =  l * d * (e * (e + 1) - s * (s + 1))
 
   i.e. the token at (1-based) position i attends to a context of i tokens and costs
-  2 * n_layers * context_len * d_model attention FLOPs; the shared prompt is processed once.
+  2 * n_layers * context_len * d_attn attention FLOPs; the shared prompt is processed once.
   flops = dense + attn.
 
 `expected_subset_compute` is the expectation of the same figures when k of the n pooled samples
@@ -58,21 +59,22 @@ def _info(info: Mapping) -> tuple[float, float, float]:
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"model_info() lacks {missing}; FLOPs accounting needs {list(INFO_KEYS)}")
-    return float(info["n_params_nonembedding"]), float(info["n_layers"]), float(info["d_model"])
+    return (float(info["n_params_nonembedding"]), float(info["n_layers"]),
+            float(info.get("d_attn") or info["d_model"]))
 
 
-def attention_flops(start: int, end: int, n_layers: float, d_model: float) -> float:
-    """sum_{i=start+1}^{end} 2 * n_layers * i * d_model (positions start+1..end, 1-based)."""
-    return n_layers * d_model * (end * (end + 1) - start * (start + 1))
+def attention_flops(start: int, end: int, n_layers: float, d_attn: float) -> float:
+    """sum_{i=start+1}^{end} 2 * n_layers * i * d_attn (positions start+1..end, 1-based)."""
+    return n_layers * d_attn * (end * (end + 1) - start * (start + 1))
 
 
 def request_compute(prompt_tokens: int, completion_tokens: Sequence[int], max_new_tokens: int,
                     info: Mapping) -> Compute:
     """Compute of one request: prompt of P tokens prefilled once, samples of G_j tokens (see module doc)."""
-    n_ne, n_layers, d_model = _info(info)
+    n_ne, n_layers, d = _info(info)
     P, G = int(prompt_tokens), [int(g) for g in completion_tokens]
     dense = 2.0 * n_ne * (P + sum(G))
-    attn = attention_flops(0, P, n_layers, d_model) + sum(attention_flops(P, P + g, n_layers, d_model) for g in G)
+    attn = attention_flops(0, P, n_layers, d) + sum(attention_flops(P, P + g, n_layers, d) for g in G)
     return Compute(float(P), float(sum(G)), float(len(G) * max_new_tokens), dense + attn)
 
 

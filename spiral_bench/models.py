@@ -13,7 +13,7 @@
   cached build (`$SPIRAL_BENCH_CACHE` or `~/.cache/spiral_bench/models`, sub-folder
   `<name>-seed<seed>`, written atomically); anything else is returned unchanged (a local path
   or a hub id).
-- `model_info(model)` -> {n_params, n_params_nonembedding, n_layers, d_model, vocab_size}.
+- `model_info(model)` -> {n_params, n_params_nonembedding, n_layers, d_model, d_attn, vocab_size}.
   Non-embedding parameters = all parameters minus the input embedding matrix and an untied
   output head (Kaplan et al.'s N, used by compute.py for FLOPs = 2 N tokens + attention).
 """
@@ -157,7 +157,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "floa
 
 
 def model_info(model) -> dict:
-    """Sizes for FLOPs accounting: n_params, n_params_nonembedding, n_layers, d_model, vocab_size."""
+    """Sizes for FLOPs accounting: n_params, n_params_nonembedding, n_layers, d_model, d_attn, vocab_size."""
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     params = {id(p): p for p in model.parameters()}  # tied weights counted once
     n = sum(p.numel() for p in params.values())
@@ -168,4 +168,11 @@ def model_info(model) -> dict:
     n_emb = sum(params[i].numel() for i in emb_ids if i in params)
     return {"n_params": n, "n_params_nonembedding": n - n_emb,
             "n_layers": int(cfg.num_hidden_layers), "d_model": int(cfg.hidden_size),
-            "vocab_size": int(cfg.vocab_size)}
+            "d_attn": d_attn(cfg), "vocab_size": int(cfg.vocab_size)}
+
+
+def d_attn(cfg) -> int:
+    """Width of the attention (query heads x head dim), the d_attn of the attention FLOPs term:
+    it differs from hidden_size in Qwen3 (Qwen3-4B: 32 x 128 = 4096 vs 2560)."""
+    heads = int(cfg.num_attention_heads)
+    return heads * int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)

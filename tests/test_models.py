@@ -19,6 +19,7 @@ def test_tiny_sizes(name, lo, hi):
     assert info["n_params"] - info["n_params_nonembedding"] == cfg.vocab_size * cfg.hidden_size
     assert info["n_params"] == sum(p.numel() for p in model.parameters())
     assert (info["n_layers"], info["d_model"]) == (cfg.num_hidden_layers, cfg.hidden_size)
+    assert info["d_attn"] == model.model.layers[0].self_attn.q_proj.out_features
     assert cfg.max_position_embeddings >= 1024 and cfg.vocab_size == len(tok)
 
 
@@ -80,3 +81,15 @@ def test_load_dtype(tmp_path):
     assert next(m16.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="float32"):
         load_model(tmp_path, dtype="float8")
+
+
+def test_d_attn_is_query_width_not_hidden_size():
+    """Qwen3-4B's shape (32 heads x 128 = 4096 vs hidden 2560): the attention FLOPs term uses 4096."""
+    from transformers import Qwen3Config
+    from spiral_bench.compute import request_compute
+    from spiral_bench.models import d_attn
+    cfg = Qwen3Config(hidden_size=2560, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                      num_hidden_layers=36)
+    assert d_attn(cfg) == 4096
+    info = {"n_params_nonembedding": 0, "n_layers": 36, "d_model": 2560, "d_attn": d_attn(cfg)}
+    assert request_compute(0, [8192], 8192, info).flops == 36 * 4096 * 8192 * 8193

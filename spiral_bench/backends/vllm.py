@@ -77,4 +77,4 @@ class VLLMBackend:
         per_layer = d * hd * (2 * heads + 2 * kv) + 3 * d * inter  # attention + gated MLP
         n_emb = int(cfg.vocab_size) * d * (1 if getattr(cfg, "tie_word_embeddings", False) else 2)
         return {"n_params": per_layer * n_layers + n_emb, "n_params_nonembedding": per_layer * n_layers,
-                "n_layers": n_layers, "d_model": d, "vocab_size": int(cfg.vocab_size)}
+                "n_layers": n_layers, "d_model": d, "d_attn": heads * hd, "vocab_size": int(cfg.vocab_size)}
