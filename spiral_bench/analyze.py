@@ -15,8 +15,16 @@ in the summary's "warnings".
 Per method: pools of n_p samples for each problem p; k = 1 .. min_p n_p. pass@k and maj@k per
 problem from `spiral_bench.estimators` (exact over all k-subsets), means over problems with
 percentile CIs from one paired bootstrap over problems (B replicates, seeded) shared by all
-methods. Compute of a k-sample cell for problem p: k * (mean over p's samples of prompt_tokens +
-completion_tokens, the fields given) when token counts are given, else k (samples).
+methods. Compute of a k-sample cell for problem p follows the one convention of
+`spiral_bench.compute` (the function the cell store of `eval` and `run` uses,
+`compute.expected_subset_tokens`): prompt_tokens = P_p ONCE (the mean of p's samples' prompt_tokens;
+the k samples share the prompt) and generated_tokens = (k / n_p) * sum of p's completion_tokens.
+The compute axis ("compute_unit") is generated_tokens, the default axis of `eval` and `run`, so
+the same samples give the same compute at every k and the same multipliers in both; without
+completion_tokens it is the sample count k ("samples"). Per-problem compute is floored as in
+`eval` (`compute.floor_compute`); a method whose samples all have 0 completion tokens is an error.
+Per method the summary gives "compute@k" (mean over problems, on the axis) and, when
+prompt_tokens are given, "prompt_tokens@k" (the same at every k: the prompt is charged once).
 Comparisons: for every ordered pair (method, baseline) of distinct methods, on the pass@k curves
 (compute, accuracy): the "up to" multiplier with CI and censoring flag, multipliers at the
 method's levels and the accuracy gap at equal compute (`spiral_bench.stats.compare`).
@@ -31,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spiral_bench.compute import expected_subset_tokens, floor_compute
 from spiral_bench.estimators import maj_at_k, pass_at_k_pool
 from spiral_bench.fileio import write_json
 from spiral_bench.stats import PairedBootstrap, compare, percentile_ci
@@ -151,12 +160,23 @@ def _clean(x):
     return x
 
 
+def _cell_tokens(ps: list[list[dict]], ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per problem and k: (prompt_tokens, generated_tokens) of the k-sample cell, each (P, K), by
+    `compute.expected_subset_tokens` (prompt once, k/n of the pool's generated tokens)."""
+    prompt, gen = np.zeros((len(ps), len(ks))), np.zeros((len(ps), len(ks)))
+    for i, s in enumerate(ps):
+        P = float(np.mean([o.get("prompt_tokens", 0) for o in s]))
+        G = [o.get("completion_tokens", 0) for o in s]
+        for j, k in enumerate(ks):
+            prompt[i, j], gen[i, j] = expected_subset_tokens(P, G, int(k))
+    return prompt, gen
+
 
 def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict."""
     rows, warnings = read_samples(path)
-    use_tokens = any(k in rows[0][1] for k in TOKEN_KEYS)
-    unit = "tokens" if use_tokens else "samples"
+    has_gen, has_prompt = "completion_tokens" in rows[0][1], "prompt_tokens" in rows[0][1]
+    unit = "generated_tokens" if has_gen else "samples"
     pools: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for _, o in rows:
         pools[o.get("method", "default")][o["problem_id"]].append(o)
@@ -178,16 +198,15 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
         for i, s in enumerate(ps):
             corr[i, : len(s)] = [float(o["correct"]) for o in s]
         pk = pass_at_k_pool(corr, ks)  # (P, K)
-        per_sample = np.array([np.mean([sum(o.get(t, 0) for t in TOKEN_KEYS) for o in s]) if use_tokens else 1.0
-                               for s in ps])
-        if (per_sample <= 0).any():
-            raise AnalyzeInputError(path, [(0, f"method {m!r}: problem(s) "
-                                               f"{[problems[i] for i in np.nonzero(per_sample <= 0)[0]]} "
-                                               f"have zero tokens; compute must be > 0")])
-        comp = per_sample[:, None] * ks[None, :]  # (P, K)
+        prompt, gen = _cell_tokens(ps, ks)
+        comp = gen if has_gen else np.broadcast_to(ks.astype(np.float64), (len(ps), K)).copy()  # (P, K)
+        if not (comp.mean(axis=0) > 0).all():
+            raise AnalyzeInputError(path, [(0, f"method {m!r}: every sample has completion_tokens 0; "
+                                               f"compute must be > 0")])
         block = {"n_problems": len(problems), "n_samples_min": K, "n_samples_max": int(sizes.max()),
-                 "pass@k": _table(pk, boot, ks, level), "maj@k": {}, "compute@k": {
-                     str(k): float(c) for k, c in zip(ks, comp.mean(axis=0))}}
+                 "pass@k": _table(pk, boot, ks, level), "maj@k": {}}
+        if has_prompt:
+            block["prompt_tokens@k"] = {str(k): float(c) for k, c in zip(ks, prompt.mean(axis=0))}
         if "answer" in ps[0][0]:
             mk = maj_at_k([[o["answer"] for o in s] for s in ps], [[float(o["correct"]) for o in s] for s in ps],
                           ks, seed=seed)
@@ -196,6 +215,11 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
             warnings.append(f"method {m!r}: no 'answer' field, so maj@k is not computed")
         summary["methods"][m] = block
         curves[m] = (pk, comp)
+    top = max(float(c.max()) for _, c in curves.values())
+    for m in methods:
+        pk, comp = curves[m]
+        curves[m] = (pk, floor_compute(comp, top))
+        summary["methods"][m]["compute@k"] = {str(j + 1): float(c) for j, c in enumerate(curves[m][1].mean(axis=0))}
     for a in methods:
         for b in methods:
             if a == b:

@@ -20,16 +20,37 @@ Conventions (one `Request` = one prompt sampled n times):
   2 * n_layers * context_len * d_attn attention FLOPs; the shared prompt is processed once.
   flops = dense + attn.
 
-`expected_subset_compute` is the expectation of the same figures when k of the n pooled samples
-are drawn uniformly without replacement (what a pooled pass@k / maj@k cell costs on average):
-prompt once, and k/n times every per-sample term.
+THE compute of a k-sample cell (pass@k / maj@k of problem p; one convention for `eval`, `run`
+and `analyze`): the k samples share one prompt of P_p tokens, prefilled once; from a pool of n
+samples of p with completion lengths G_p1..G_pn (k <= n), the cell's figures are the
+expectation over the k-subsets drawn uniformly without replacement (`expected_subset_tokens`,
+`expected_subset_compute`):
+
+      prompt_tokens    = P_p                               (once, not k times)
+      generated_tokens = (k / n) * sum_j G_pj              (= k * mean_j G_pj)
+      max_token_budget = k * L
+      flops            = F(P_p, []) + (k / n) * (F(P_p, [G_p1..G_pn]) - F(P_p, []))
+
+with F = `request_compute(...).flops`. Aggregation and RSA cells add the compute of every
+aggregation request (its own prompt once, plus its traces) to that of their candidates. The
+accuracy-vs-compute axis of the statistics (multipliers, gaps) is one of these columns,
+per problem, averaged over problems: generated_tokens by default in `eval` and `run`
+(`evaluate.analyze_cells(compute_col=...)`: generated_tokens, max_token_budget or flops), and
+generated_tokens in `analyze` (which has token counts only; with no completion_tokens its axis is
+the sample count k). So the prompt is never multiplied by k: it enters the prompt_tokens column and
+the FLOPs once per cell, and the default axis not at all.
+
+`floor_compute` is the one floor both analyses put under per-problem compute before a log axis.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Mapping, Sequence
 
+import numpy as np
+
 INFO_KEYS = ("n_params_nonembedding", "n_layers", "d_model")
+LOG_FLOOR = 1e-9   # per-problem compute is floored at LOG_FLOOR * the largest compute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +99,35 @@ def request_compute(prompt_tokens: int, completion_tokens: Sequence[int], max_ne
     return Compute(float(P), float(sum(G)), float(len(G) * max_new_tokens), dense + attn)
 
 
-def expected_subset_compute(prompt_tokens: int, completion_tokens: Sequence[int], k: int,
-                            max_new_tokens: int, info: Mapping) -> Compute:
-    """E[compute] of k samples drawn uniformly without replacement from the n given ones.
+def expected_subset_tokens(prompt_tokens: float, completion_tokens: Sequence[int], k: int) -> tuple[float, float]:
+    """(prompt_tokens, generated_tokens) of a k-sample cell drawn from the n given samples (the
+    expectation over k-subsets drawn uniformly without replacement): (P, (k / n) * sum_j G_j).
 
-    Prompt once; generated tokens, budget and per-sample FLOPs scale as k/n of the pool's sum:
-    E = request_compute(P, []) + (k/n) * (request_compute(P, G) - request_compute(P, [])).
+    The prompt is shared by the k samples and counted once (see the module doc).
     """
     n = len(completion_tokens)
     if not 1 <= k <= n:
         raise ValueError(f"k={k} must be in [1, {n}]")
+    return float(prompt_tokens), (k / n) * float(sum(completion_tokens))
+
+
+def expected_subset_compute(prompt_tokens: int, completion_tokens: Sequence[int], k: int,
+                            max_new_tokens: int, info: Mapping) -> Compute:
+    """E[compute] of k samples drawn uniformly without replacement from the n given ones.
+
+    Prompt once; generated tokens (`expected_subset_tokens`), budget and per-sample FLOPs scale as
+    k/n of the pool's sum:
+    E = request_compute(P, []) + (k/n) * (request_compute(P, G) - request_compute(P, [])).
+    """
+    prompt, generated = expected_subset_tokens(prompt_tokens, completion_tokens, k)
+    n = len(completion_tokens)
     base = request_compute(prompt_tokens, [], max_new_tokens, info)
     full = request_compute(prompt_tokens, completion_tokens, max_new_tokens, info)
     f = k / n
-    return Compute(base.prompt_tokens, f * full.generated_tokens, float(k * max_new_tokens),
-                   base.flops + f * (full.flops - base.flops))
+    return Compute(prompt, generated, float(k * max_new_tokens), base.flops + f * (full.flops - base.flops))
+
+
+def floor_compute(compute, top: float) -> np.ndarray:
+    """Per-problem compute floored at LOG_FLOOR * top (top: the largest compute of the analysis;
+    1e-9 when top <= 0), so that a log axis stays finite where a problem used no tokens."""
+    return np.maximum(np.asarray(compute, dtype=np.float64), LOG_FLOOR * top if top > 0 else LOG_FLOOR)

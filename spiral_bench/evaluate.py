@@ -19,7 +19,9 @@ claim verdicts (`analysis.json`).
   same paired replicates.
 - claims: one row per claim of `stats.load_claims()` (see `claim_rows`).
 Compute must be > 0 on a log axis: points whose mean compute is 0 are dropped (named in
-"warnings") and per-problem compute is floored at 1e-9 times the largest compute.
+"warnings") and per-problem compute is floored at 1e-9 times the largest compute
+(`compute.floor_compute`, as `analyze` does). What a cell's compute is (a k-sample cell: its
+prompt once, k/n of its pool's generated tokens) is stated once, in `spiral_bench.compute`.
 
 `evaluate(checkpoints, task, grid, out_dir)` sweeps each checkpoint with the hf backend into one
 cell store (resumable: `sweep.run_sweep` skips finished cells) and writes `analysis.json`
@@ -36,6 +38,7 @@ import pandas as pd
 
 from . import stats
 from .analyze import _clean
+from .compute import floor_compute
 from .fileio import write_json
 
 FAMILIES = ("pass@k", "maj@k", "aggregate", "rsa", "rsa_maj")
@@ -129,7 +132,6 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
     boot = stats.PairedBootstrap(P, B, seed)
     warnings: list[str] = []
     top = max(float(np.nanmax(g["compute"])) for g in groups.values()) if groups else 1.0
-    floor = 1e-9 * top if top > 0 else 1e-9
     point_means = agg.groupby(["method", "point"]).mean(numeric_only=True)
 
     curves: dict = {m: {} for m in methods}
@@ -138,7 +140,7 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
         keep = g["compute"].mean(axis=0) > 0
         for c in np.asarray(g["cells"])[~keep]:
             warnings.append(f"{m} {c}: mean {compute_col} is 0, left out of the curves")
-        acc, comp = g["acc"][:, keep], np.maximum(g["compute"][:, keep], floor)
+        acc, comp = g["acc"][:, keep], floor_compute(g["compute"][:, keep], top)
         ids = [c for c, k in zip(g["cells"], keep) if k]
         ra, rc = boot.means(acc), boot.means(comp)
         order = np.argsort(comp.mean(0), kind="stable")

@@ -1,12 +1,17 @@
-"""`analyze_file`: hand-computed summaries, input validation with line numbers, atomic output."""
+"""`analyze_file`: hand-computed summaries, input validation with line numbers, atomic output, and
+the same compute and multipliers as `eval`'s cell store on the same samples."""
 import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from fakes import FakeTask, ScriptedBackend, random_policy
 from spiral_bench.analyze import AnalyzeInputError, analyze_file
+from spiral_bench.evaluate import analyze_cells, find_comparison
 from spiral_bench.stats import PairedBootstrap, percentile_ci
+from spiral_bench.sweep import AggregativeSpec, BudgetGrid, load_cells, run_sweep
 
 
 def write(path, rows):
@@ -79,10 +84,81 @@ def test_token_compute(tmp_path):
              "prompt_tokens": 10, "completion_tokens": t}
             for m in ("x", "y") for p, toks in (("a", [20, 40]), ("b", [50, 50])) for i, t in enumerate(toks)]
     s = analyze_file(write(tmp_path / "s.jsonl", rows), tmp_path / "o", B=100)
-    # per-sample tokens: a -> 40, b -> 60; a k-sample cell costs k * that, averaged over problems
-    assert s["compute_unit"] == "tokens"
-    assert s["methods"]["x"]["compute@k"] == {"1": 50.0, "2": 100.0}
+    # a k-sample cell: the prompt once (10 at every k), generated tokens k * mean completion
+    # (a -> 30, b -> 50 per sample), averaged over problems; the axis is generated tokens
+    assert s["compute_unit"] == "generated_tokens"
+    assert s["methods"]["x"]["compute@k"] == {"1": 40.0, "2": 80.0}
+    assert s["methods"]["x"]["prompt_tokens@k"] == {"1": 10.0, "2": 10.0}
     assert len(s["comparisons"]) == 2
+
+
+def test_zero_generated_tokens_everywhere_is_an_error(tmp_path):
+    rows = [{"problem_id": p, "sample_id": i, "correct": 1, "prompt_tokens": 5, "completion_tokens": 0}
+            for p in "ab" for i in range(2)]
+    with pytest.raises(AnalyzeInputError, match="completion_tokens 0"):
+        analyze_file(write(tmp_path / "s.jsonl", rows), tmp_path / "o", B=10)
+
+
+def flat(x, key=""):
+    """Nested dicts/lists -> {path: leaf} (for approx comparisons)."""
+    if isinstance(x, dict):
+        return {k2: v for k, y in x.items() for k2, v in flat(y, f"{key}/{k}").items()}
+    if isinstance(x, list):
+        return {k2: v for i, y in enumerate(x) for k2, v in flat(y, f"{key}/{i}").items()}
+    return {key: x}
+
+
+def test_analyze_and_the_cell_store_give_the_same_compute_and_multipliers(tmp_path):
+    """The same samples through `eval`'s cell store (run_sweep -> analyze_cells) and through
+    `analyze` (the pools written as JSONL): the same compute at every k (prompt once, k/n of the
+    pool's generated tokens) and the same pass@k multipliers, CIs and gaps."""
+    gold = ["7", "3", "5", "1", "4", "9", "2", "8", "6", "0", "7", "3"]
+    task = FakeTask(gold)
+    probs = task.problems()
+    answers = {f"q{i}": g for i, g in enumerate(gold)}
+    n, L = 6, 24
+    grid = BudgetGrid(name="agree", sequential=(L,), parallel=tuple(range(1, n + 1)),
+                      aggregative=(AggregativeSpec("none"),), problems=len(gold), seeds=(0,))
+    store = tmp_path / "store"
+    for method, p_correct in (("m", 0.55), ("b", 0.25)):
+        run_sweep(ScriptedBackend(random_policy(p_correct, answers, pad_max=12)), task, probs, grid, method,
+                  store, seed=1, progress=False)
+    ev = analyze_cells(load_cells(store), ["m"], "b", B=300, seed=5)
+
+    lines = []
+    for method in ("m", "b"):
+        pool = pd.read_parquet(store / "work" / method / f"pool_L{L}_r0.parquet")
+        for r in pool.itertuples(index=False):
+            lines.append({"method": method, "problem_id": r.problem_id, "sample_id": int(r.j),
+                          "correct": float(r.reward), "answer": r.key if isinstance(r.key, str) else None,
+                          "prompt_tokens": int(r.prompt_tokens), "completion_tokens": int(r.completion_tokens)})
+    an = analyze_file(write(tmp_path / "samples.jsonl", lines), tmp_path / "an", B=300, seed=5)
+
+    # the same multipliers ("up to", at every level), gaps and CIs
+    got = next(c for c in an["comparisons"] if (c["method"], c["baseline"]) == ("m", "b"))
+    want = find_comparison(ev, "m", "b", "pass@k")
+    assert got["multiplier_max"] == want["multiplier_max"] and got["multipliers"] == want["multipliers"]
+    assert flat(got["gap"]) == pytest.approx(flat(want["gap"]), rel=1e-12)   # sums in another order
+    assert got["multiplier_max"]["value"] is not None and got["multipliers"]
+    assert an["compute_unit"] == ev["compute_col"] == "generated_tokens"
+    # the same compute and accuracy at every k, and that compute is the stated convention
+    for method in ("m", "b"):
+        pts = {p["k"]: p for p in ev["curves"][method]["pass@k"]}
+        blk = an["methods"][method]
+        assert sorted(pts) == list(range(1, n + 1)) == [int(k) for k in blk["compute@k"]]
+        mine = [x for x in lines if x["method"] == method]
+        for k in range(1, n + 1):
+            pt = pts[k]
+            assert blk["compute@k"][str(k)] == pt["compute"]["mean"] == pt["compute_means"]["generated_tokens"]
+            assert blk["prompt_tokens@k"][str(k)] == pt["compute_means"]["prompt_tokens"]
+            assert flat(blk["pass@k"][str(k)]) == pytest.approx(flat(pt["accuracy"]), rel=1e-12)
+            by_p = {}
+            for x in mine:
+                by_p.setdefault(x["problem_id"], []).append(x)
+            hand_gen = np.mean([k * np.mean([x["completion_tokens"] for x in s]) for s in by_p.values()])
+            hand_prompt = np.mean([s[0]["prompt_tokens"] for s in by_p.values()])   # once, not k times
+            assert blk["compute@k"][str(k)] == pytest.approx(hand_gen, rel=1e-12)
+            assert blk["prompt_tokens@k"][str(k)] == pytest.approx(hand_prompt, rel=1e-12)
 
 
 def test_every_bad_line_is_reported_with_its_number(tmp_path):

@@ -1,9 +1,13 @@
-"""Compute accounting: hand-computed token/FLOP figures and a brute-force positional reference."""
+"""Compute accounting: hand-computed token/FLOP figures, a brute-force positional reference, and the
+k-sample cell convention (prompt once, k/n of the pool's generated tokens)."""
 import itertools
 
 import pytest
 
-from spiral_bench.compute import Compute, attention_flops, expected_subset_compute, request_compute
+import numpy as np
+
+from spiral_bench.compute import (Compute, attention_flops, expected_subset_compute, expected_subset_tokens,
+                                floor_compute, request_compute)
 
 INFO = {"n_params_nonembedding": 1000, "n_layers": 2, "d_model": 8}
 
@@ -59,3 +63,20 @@ def test_missing_model_info_is_named():
 def test_compute_addition():
     assert Compute(1, 2, 3, 4.0) + Compute(10, 20, 30, 40.0) == Compute(11, 22, 33, 44.0)
     assert Compute.total([]) == Compute()
+
+
+def test_k_sample_cell_counts_the_prompt_once():
+    P, G = 7, [3, 9, 0, 4]
+    for k in range(1, 5):
+        prompt, gen = expected_subset_tokens(P, G, k)
+        assert prompt == 7.0                                     # once, not k times
+        assert gen == pytest.approx(k * np.mean(G))
+        e = expected_subset_compute(P, G, k, 10, INFO)           # the cell store's figures use the same rule
+        assert (e.prompt_tokens, e.generated_tokens) == (prompt, gen)
+    with pytest.raises(ValueError, match="k=0"):
+        expected_subset_tokens(P, G, 0)
+
+
+def test_floor_compute():
+    assert floor_compute([[0.0, 5.0], [2.0, 0.0]], 5.0).tolist() == [[5e-9, 5.0], [2.0, 5e-9]]
+    assert floor_compute([0.0], 0.0).tolist() == [1e-9]

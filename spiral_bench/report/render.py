@@ -31,6 +31,13 @@ from . import figures as F
 from ..fileio import write_atomic
 from .runfiles import RunFiles, load_run
 
+# the compute convention of `spiral_bench.compute`, as the report states it under "Accuracy vs compute"
+COMPUTE_CONVENTION = ("Compute of a k-sample cell (pass@k, maj@k), per problem: its prompt counted once (its k "
+                      "samples share one prefilled prompt) and the generated tokens of its k samples (k/n of its "
+                      "pool of n samples' total), aggregation and RSA cells adding each aggregation prompt once and "
+                      "its traces; the x axis here is {unit} (flops include the prompt once, generated_tokens and "
+                      "max_token_budget leave it out), by the same rule in `eval`, `run` and `analyze`.")
+
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;
 max-width:1200px;padding:0 1em;color:#222;line-height:1.4}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #aaa;margin-top:2em}
@@ -233,6 +240,8 @@ def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, li
     b.append(("h", 3, "Verdicts"))
     b += _verdicts(a) if a else [("p", "No analysis: no verdicts (see Missing).")]
     b.append(("h", 3, "Accuracy vs compute"))
+    if a:
+        b.append(("p", COMPUTE_CONVENTION.format(unit=a.get("compute_col", "generated_tokens"))))
     b += fig(F.accuracy_vs_compute, a, "accuracy_vs_compute.png", "Accuracy vs compute per scaffold family")
     b.append(("h", 3, "Scaling-efficiency multiplier m(a)"))
     b += fig(F.multiplier_curve, a if a and a.get("comparisons") else None, "multipliers.png",
