@@ -96,15 +96,36 @@ class Task:
 
 
 def register(name: str):
-    """Class/factory decorator: `@register("countdown")` makes `get_task("countdown")` work."""
+    """Class/factory decorator: `@register("countdown")` makes `get_task("countdown")` work.
+
+    The factory's own docstring (not one inherited from a base class) describes the task; its first
+    line is what `spiral-bench tasks list` prints. A factory without one is a TypeError here, when
+    the module is imported, not later when someone lists the tasks."""
     def deco(factory):
+        if not _own_doc(factory):
+            raise TypeError(f"task {name!r}: {getattr(factory, '__qualname__', factory)!r} has no docstring; "
+                            "its first line is the task's description in `spiral-bench tasks list`")
         _REGISTRY[name] = factory
         return factory
     return deco
 
 
+def _own_doc(factory) -> str:
+    doc = factory.__dict__.get("__doc__") if isinstance(factory, type) else getattr(factory, "__doc__", None)
+    return (doc or "").strip()
+
+
 def list_tasks() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def task_info(name: str) -> dict[str, Any]:
+    """What `tasks list` shows of a registered task, without building it: name, kind, description."""
+    if name not in _REGISTRY:
+        get_task(name)  # raises the unknown-task error with its suggestion
+    factory = _REGISTRY[name]
+    kind = "procedural" if getattr(factory, "procedural", False) else "dataset"
+    return {"name": name, "kind": kind, "description": _own_doc(factory).splitlines()[0]}
 
 
 def get_task(name: str, **options) -> Task:

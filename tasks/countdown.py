@@ -61,7 +61,7 @@ class CountdownConfig:
     seed: int = option(0, help="base seed of the problem streams (added to problems(seed=...))")
     test_fraction: float = option(0.1, help="share of the question space hashed into 'test'",
                                   min=0.01, max=0.5)
-    data_dir: str | None = option(None, help="folder laid out like shared/data: split 'test' is "
+    data_dir: str | None = option(None, help="data folder (README.md, 'Data'): split 'test' is "
                                   "the CD3 file; None: procedural test split")
 
     def validate(self):

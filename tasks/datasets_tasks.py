@@ -1,13 +1,13 @@
 """Benchmark tasks loaded through `datasets`: gsm8k, math500, aime24, aime25.
 
 Source: option `data_dir` (default `spiral_bench.data_dir()`, i.e. $SPIRAL_BENCH_DATA): local
-JSONL files in the layout of shared/data, read with `datasets.load_dataset("json", ...)`:
+JSONL files in this layout (README.md, "Data"), read with `datasets.load_dataset("json", ...)`:
     gsm8k/{train,test}.jsonl   question, answer ("... #### 18")
     math500/test.jsonl         problem, answer, subject, level, unique_id
     aime/aime24.jsonl          id, problem, answer ("025"), url (names contest I/II, problem no.)
     aime/aime25.jsonl          id ("0".."29": 0-14 are 2025 I, 15-29 are 2025 II), problem, answer (int)
 A missing file is a FileNotFoundError naming it. Without a data folder, the hub datasets are
-used (untested offline): openai/gsm8k "main", HuggingFaceH4/MATH-500, HuggingFaceH4/aime_2024
+used (needs network; offline, a FileNotFoundError that says what to provide): openai/gsm8k "main", HuggingFaceH4/MATH-500, HuggingFaceH4/aime_2024
 (split "train"), math-ai/aime25 (split "test").
 
 Ids: `gsm8k-test-00042` (file order), MATH-500 `unique_id` (`test/precalculus/807.json`),
@@ -43,8 +43,8 @@ INSTRUCTION = "Please reason step by step, and put your final answer within \\bo
 def load_jsonl(path: str) -> list[dict]:
     """Rows of a local JSONL file, read with `datasets`; FileNotFoundError names a missing file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data file not found: {path} (expected the layout of shared/data; "
-                                "see its README.md, or set data_dir / $SPIRAL_BENCH_DATA)")
+        raise FileNotFoundError(f"data file not found: {path} (expected the data folder layout of "
+                                "README.md, 'Data'; set --data-dir / $SPIRAL_BENCH_DATA)")
     import datasets
     return datasets.load_dataset("json", data_files=os.path.abspath(path), split="train").to_list()
 
@@ -59,8 +59,8 @@ def select(items: list, n: int | None = None, seed: int = 0) -> list:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:
-    data_dir: str | None = option(None, help="folder laid out like shared/data; None: $SPIRAL_BENCH_DATA, "
-                                  "else the hub")
+    data_dir: str | None = option(None, help="data folder (layout: README.md, 'Data'); None: "
+                                  "$SPIRAL_BENCH_DATA, else the hub")
     timeout_s: float = option(MATH_TIMEOUT_S, help="wall-clock limit of one math-verify call (s)",
                               min=0.05, max=30.0)
 
@@ -83,7 +83,13 @@ class DatasetTask(Task):
             return load_jsonl(os.path.join(self.data_dir, self.files[split]))
         import datasets
         path, config, hub_split = self.hub[split]
-        return datasets.load_dataset(path, config, split=hub_split).to_list()
+        try:
+            return datasets.load_dataset(path, config, split=hub_split).to_list()
+        except (ConnectionError, OSError) as e:  # offline, or the hub is unreachable
+            raise FileNotFoundError(
+                f"task {self.name!r}: no data folder (--data-dir or $SPIRAL_BENCH_DATA) and the hub dataset "
+                f"{path!r} could not be loaded ({type(e).__name__}: {e}); put {self.files[split]} in a data "
+                "folder as README.md 'Data' describes") from None
 
     def to_problem(self, row: dict, i: int, split: str) -> Problem:
         raise NotImplementedError
@@ -108,6 +114,8 @@ class DatasetTask(Task):
 
 @register("gsm8k")
 class GSM8KTask(DatasetTask):
+    """GSM8K grade-school word problems (1,319 test, 7,473 train); exact final number."""
+
     name = "gsm8k"
     files = {"train": "gsm8k/train.jsonl", "test": "gsm8k/test.jsonl"}
     hub = {"train": ("openai/gsm8k", "main", "train"), "test": ("openai/gsm8k", "main", "test")}
@@ -137,6 +145,8 @@ class GSM8KTask(DatasetTask):
 
 @register("math500")
 class Math500Task(DatasetTask):
+    """MATH-500 competition problems (500 test); math-verify equivalence of the boxed answer."""
+
     name = "math500"
     files = {"test": "math500/test.jsonl"}
     hub = {"test": ("HuggingFaceH4/MATH-500", None, "test")}
@@ -195,6 +205,8 @@ class _AimeTask(DatasetTask):
 
 @register("aime24")
 class Aime24Task(_AimeTask):
+    """AIME 2024 I and II (30 problems); integer answer 0-999."""
+
     name = "aime24"
     year = "24"
     files = {"test": "aime/aime24.jsonl"}
@@ -203,6 +215,8 @@ class Aime24Task(_AimeTask):
 
 @register("aime25")
 class Aime25Task(_AimeTask):
+    """AIME 2025 I and II (30 problems); integer answer 0-999."""
+
     name = "aime25"
     year = "25"
     files = {"test": "aime/aime25.jsonl"}

@@ -1,5 +1,11 @@
-"""Test set-up: offline hub, the shared data folder, a throw-away model cache, and one session-wide
-smoke run of `spiral-bench run` (SFT base, GRPO, SPIRAL, smoke sweep, analysis, report)."""
+"""Test set-up: offline hub, benchmark data, a throw-away model cache, and one session-wide smoke run
+of `spiral-bench run` (SFT base, GRPO, SPIRAL, smoke sweep, analysis, report).
+
+Benchmark data: every test that reads benchmark files takes the `data_dir` fixture, which runs it
+twice: on the committed excerpts (tests/fixtures/data, always) and on the full files of the folder
+that $SPIRAL_BENCH_DATA names when the session starts (skipped, with the reason, where it is unset;
+CI sets it). Library code that falls back on $SPIRAL_BENCH_DATA sees the excerpts.
+"""
 import contextlib
 import io
 import os
@@ -11,17 +17,39 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("SPIRAL_BENCH_DATA", str((ROOT.parent / "shared" / "data").resolve()))
+FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
+FULL_DATA = os.environ.get("SPIRAL_BENCH_DATA") or None  # the full benchmark files, where the caller has them
+os.environ["SPIRAL_BENCH_DATA"] = str(FIXTURE_DATA)
 os.environ.setdefault("SPIRAL_BENCH_CACHE", tempfile.mkdtemp(prefix="spiral-bench-test-cache-"))
 
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    d = Path(os.environ["SPIRAL_BENCH_DATA"])
-    assert d.is_dir(), f"SPIRAL_BENCH_DATA={d} does not exist; point it at shared/data"
+# records per file in the full benchmark files (README.md, "Data")
+FULL_COUNTS = {"gsm8k/test.jsonl": 1319, "gsm8k/train.jsonl": 7473, "math500/test.jsonl": 500,
+               "aime/aime24.jsonl": 30, "aime/aime25.jsonl": 30, "countdown/countdown_cd3_test.jsonl": 256}
+
+
+@pytest.fixture(scope="session", params=["excerpt", "full"])
+def data_dir(request) -> Path:
+    """A benchmark data folder: the committed excerpts, then the full files where $SPIRAL_BENCH_DATA has them."""
+    if request.param == "excerpt":
+        return FIXTURE_DATA
+    if FULL_DATA is None:
+        pytest.skip("full benchmark files: set SPIRAL_BENCH_DATA to a data folder (README.md, 'Data'); "
+                    "the excerpts in tests/fixtures/data ran instead")
+    d = Path(FULL_DATA)
+    assert d.is_dir(), f"SPIRAL_BENCH_DATA={d} is not a folder"
     return d
+
+
+@pytest.fixture(scope="session")
+def data_counts(data_dir) -> dict[str, int]:
+    """Records per file in `data_dir`: FULL_COUNTS for the full files, the excerpt sizes for the excerpts."""
+    if data_dir != FIXTURE_DATA:
+        return FULL_COUNTS
+    from fixtures.make_fixtures import EXCERPTS
+    return {rel: len(lines) for rel, lines in EXCERPTS.items()}
 
 
 # A few-second `spiral-bench run`: a 30-step SFT base (near-random, so traces run to max length and

@@ -1,5 +1,6 @@
-"""Benchmark graders on the real files of shared/data, a table of tricky equivalences, and the
-time limits of the math-verify wrapper (main thread and worker threads)."""
+"""Benchmark graders on real benchmark files (the committed excerpts, and the full files where
+$SPIRAL_BENCH_DATA has them: see conftest.data_dir), a table of tricky equivalences, and the time
+limits of the math-verify wrapper (main thread and worker threads)."""
 import json
 import re
 import signal
@@ -15,23 +16,35 @@ from spiral_bench.tasks.base import Problem
 from spiral_bench.tasks.graders import latex_is_safe, math_equal, parse_number, run_with_timeout
 
 
+NAMES = ("gsm8k", "math500", "aime24", "aime25")
+
+
 @pytest.fixture(scope="module")
 def tasks(data_dir):
-    return {n: get_task(n, data_dir=str(data_dir)) for n in ("gsm8k", "math500", "aime24", "aime25")}
+    return {n: get_task(n, data_dir=str(data_dir)) for n in NAMES}
+
+
+@pytest.fixture(scope="module")
+def graders():
+    """The tasks without data (graders only: no file is read unless problems() is called)."""
+    return {n: get_task(n) for n in NAMES}
 
 
 # --- loading ------------------------------------------------------------------------------------
-def test_loading_counts_ids_and_prompts(tasks, data_dir):
-    counts = {"gsm8k": 1319, "math500": 500, "aime24": 30, "aime25": 30}
+def test_loading_counts_ids_and_prompts(tasks, data_counts):
+    files = {"gsm8k": "gsm8k/test.jsonl", "math500": "math500/test.jsonl", "aime24": "aime/aime24.jsonl",
+             "aime25": "aime/aime25.jsonl"}
     for name, t in tasks.items():
         probs = t.problems("test")
-        assert len(probs) == counts[name] and len({p.id for p in probs}) == len(probs)
+        assert len(probs) == data_counts[files[name]] and len({p.id for p in probs}) == len(probs)
         assert t.prompt(probs[0]).startswith(probs[0].question) and "\\boxed{}" in t.prompt(probs[0])
-    assert tasks["gsm8k"].problems("test")[42].id == "gsm8k-test-00042"
-    assert len(tasks["gsm8k"].problems("train")) == 7473
+    assert tasks["gsm8k"].problems("test")[32].id == "gsm8k-test-00032"
+    assert len(tasks["gsm8k"].problems("train")) == data_counts["gsm8k/train.jsonl"]
     assert tasks["math500"].problems("test")[0].id == "test/precalculus/807.json"
     a24 = tasks["aime24"].problems("test")
     assert a24[0].id == "aime24-I-01" and a24[0].answer == "204"
+    assert {"aime24-I-02", "aime24-II-01"} <= {p.id for p in a24}
+    assert next(p for p in a24 if p.id == "aime24-I-02").answer == "25"  # "025" in the file
     assert {p.id for p in tasks["aime25"].problems("test")} == {f"aime25-{c}-{k:02d}" for c in ("I", "II")
                                                               for k in range(1, 16)}
     assert [p.id for p in tasks["gsm8k"].problems("test", 5)] == [f"gsm8k-test-{i:05d}" for i in range(5)]
@@ -156,17 +169,17 @@ TABLE = [
 
 
 @pytest.mark.parametrize("task,gold,completion,expected,note", TABLE)
-def test_equivalence_table(tasks, task, gold, completion, expected, note):
+def test_equivalence_table(graders, task, gold, completion, expected, note):
     p = Problem("t", "q", gold)
-    assert tasks[task].reward(p, completion) == expected, note
+    assert graders[task].reward(p, completion) == expected, note
 
 
-def test_majority_vote_keys(tasks):
-    m = tasks["math500"]
+def test_majority_vote_keys(graders):
+    m = graders["math500"]
     assert m.canonical("0.5") == m.canonical("\\frac12") == m.canonical("\\dfrac{1}{2}") == "1/2"
     assert m.canonical("x^2+1") == m.canonical("1 + x^2") and m.canonical("x^2+1") != m.canonical("x^2+2")
     assert m.canonical(None) is None and m.canonical("10^{10^{10}}") is None
-    assert tasks["aime25"].canonical("025") == "25"
+    assert graders["aime25"].canonical("025") == "25"
 
 
 # --- time limits ------------------------------------------------------------------------------------

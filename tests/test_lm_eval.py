@@ -106,6 +106,7 @@ def test_yamls_are_complete_and_explicit():
 
 def test_task_manager_docs_are_spiral_problems(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing is read relative to the working directory
+    monkeypatch.setenv("SPIRAL_BENCH_DATA", str(data_dir))
     tm = sle.task_manager(include_defaults=False)  # skip indexing lm-eval's thousands of tasks
     assert NAMES <= set(tm.all_tasks)
     loaded = tm.load(["spiral_arithmetic", "spiral_gsm8k_k8", "spiral_aime25"])["tasks"]

@@ -186,11 +186,11 @@ def test_countdown_solver_finds_and_rejects():
     assert node.value == 23 and sorted(map(int, re.findall(r"\d+", node.text))) == [30, 93, 100]
 
 
-def test_countdown_cd3_file(data_dir):
+def test_countdown_cd3_file(data_dir, data_counts):
     t = get_task("countdown", data_dir=str(data_dir), use_all=True)
     probs = t.problems("test")
     rows = [json.loads(line) for line in open(data_dir / "countdown" / "countdown_cd3_test.jsonl")]
-    assert len(probs) == len(rows) == 256
+    assert len(probs) == len(rows) == data_counts["countdown/countdown_cd3_test.jsonl"]
     assert probs[0].meta == {"numbers": [30, 100, 93], "target": 23} and probs[0].id == "countdown-cd3-test-00000"
     for p, r in zip(probs, rows):
         assert p.meta["target"] == int(r["output"]) and t.reward(p, t.gold_trace(p)) == 1.0

@@ -81,7 +81,8 @@ def check_data(name: str, spiral_task: str, split: str = "test", data_dir: str |
     if data_dir is None:
         raise SpiralTaskError(
             f"lm-eval task {name!r} ({yaml_file}): no spiral-bench data directory: set ${DATA_ENV} "
-            f"(or pass --metadata spiral_data_dir=DIR) to a folder laid out like shared/data")
+            f"(or pass --metadata spiral_data_dir=DIR) to a data folder laid out as spiral-bench's "
+            "README.md, 'Data', describes")
     path = data_file(spiral_task, split, data_dir)
     if not os.path.isdir(data_dir):
         raise SpiralTaskError(f"lm-eval task {name!r} ({yaml_file}): data directory {data_dir} does not "
