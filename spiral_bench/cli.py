@@ -31,13 +31,12 @@ def _task_options(pairs: list[str] | None, data_dir: str | None = None) -> dict:
 
 
 def cmd_tasks(args) -> int:
-    from spiral_bench.tasks import get_task, list_tasks
+    from spiral_bench.tasks import get_task, list_tasks, task_info
 
     if args.tasks_cmd == "list":
         for name in list_tasks():
-            t = get_task(name)
-            kind = "procedural" if t.procedural else "dataset"
-            print(f"{name:12s} {kind:10s} {(t.__doc__ or '').strip().splitlines()[0]}")
+            info = task_info(name)
+            print(f"{name:12s} {info['kind']:10s} {info['description']}")
         return 0
     task = get_task(args.task, **_task_options(args.opt, args.data_dir))
     for p in task.problems(args.split, n=args.n, seed=args.seed):
@@ -132,19 +131,42 @@ def cmd_reproduce(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, format_verdicts
 
+    from .tasks import get_task
+
     ckpts = {args.label: args.checkpoint}
     if args.baseline:
         ckpts[args.baseline_label] = args.baseline
-    task = args.task
-    if args.opt or args.data_dir:
-        from .tasks import get_task
-        task = get_task(args.task, **_task_options(args.opt, args.data_dir))
+    opts, source = eval_task_options(args.task, ckpts, _task_options(args.opt, args.data_dir))
+    task = get_task(args.task, **opts)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "the task's defaults"
+    print(f"task {args.task}: {shown} ({source})")
     analysis = evaluate(ckpts, task, args.budget_grid, args.out, seed=args.seed, device=args.device,
                         dtype=args.dtype, baseline_label=args.baseline_label if args.baseline else None,
                         B=args.bootstrap, backend=args.backend)
     print(format_verdicts(analysis))
     print(f"wrote {args.out}/cells.parquet and {args.out}/analysis.json")
     return 0
+
+
+def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, str]:
+    """The task options `eval` uses and where they came from: those a checkpoint was trained with
+    (its saved config, when it was trained on `task`), overridden by `given` (--opt, --data-dir).
+    Checkpoints trained with different options are an error unless --opt settles every difference."""
+    from .config import saved_task
+
+    found = {label: s for label, path in checkpoints.items() if (s := saved_task(path)) and s[0] == task}
+    opts: dict = {}
+    for label, (_, saved, path) in found.items():
+        clash = sorted(k for k in set(saved) & set(opts) if saved[k] != opts[k] and k not in given)
+        if clash:
+            raise ConfigError(f"eval: the checkpoints were trained with different task options for {clash} "
+                              f"({label}: {path}); choose with --opt KEY=VALUE")
+        opts.update(saved)
+    sources = ", ".join(sorted({str(p) for _, _, p in found.values()}))
+    source = f"from {sources}" if found else "no saved training config for this task"
+    if given:
+        source += "; --opt/--data-dir override"
+    return {**opts, **given}, source
 
 
 def cmd_analyze(args) -> int:
@@ -173,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     r = sub.add_parser("run", help="the main job: SFT base, GRPO and SPIRAL training, budget-grid sweep, "
-                       "statistics and report in one resumable run folder")
+                       "statistics and report in one resumable run folder", **_examples(
+                           "spiral-bench run                                   # the CPU default, about 10 min",
+                           "spiral-bench run --budget-grid smoke --steps 5 --set lr=3e-4"))
     r.add_argument("--method", choices=("spiral", "grpo", "both"), default="spiral",
                    help="method to train (spiral and grpo also train the matched GRPO baseline unless --no-baseline)")
     r.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
@@ -198,19 +222,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
     r.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", help="report.html, report.md and figures/ from saved run folders")
+    rp = sub.add_parser("report", help="report.html, report.md and figures/ from saved run folders",
+                        **_examples("spiral-bench report results/spiral-arithmetic-default-a36ff8f5"))
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="output folder (default: the run folder)")
     rp.set_defaults(func=cmd_report)
 
-    rr = sub.add_parser("reproduce", help="rerun a run from its saved config and seeds; print saved vs new")
+    rr = sub.add_parser("reproduce", help="rerun a run from its saved config and seeds; print saved vs new",
+                        **_examples("spiral-bench reproduce results/spiral-arithmetic-default-a36ff8f5 "
+                                    "--out results/rerun"))
     rr.add_argument("run_dir", metavar="RUN_DIR")
     rr.add_argument("--out", required=True, help="folder for the rerun")
     rr.add_argument("--cache-dir", default=None, help="model cache for the rerun (a fresh folder retrains the "
                     "SFT base too); default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench")
     rr.set_defaults(func=cmd_reproduce)
 
-    t = sub.add_parser("tasks", help="list task families or show problems, prompts and gold answers")
+    t = sub.add_parser("tasks", help="list task families or show problems, prompts and gold answers",
+                       **_examples("spiral-bench tasks list",
+                                   "spiral-bench tasks show countdown --n 2 --opt n_numbers=4"))
     tsub = t.add_subparsers(dest="tasks_cmd", required=True)
     tsub.add_parser("list", help="list registered tasks")
     show = tsub.add_parser("show", help="print problems, prompts, gold answers (and gold traces)")
@@ -218,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=3, help="number of problems (default 3)")
     show.add_argument("--split", default="test")
     show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--data-dir", default=None, help="local data folder (layout of shared/data); "
+    show.add_argument("--data-dir", default=None, help="local data folder (layout: README.md, 'Data'); "
                       "default $SPIRAL_BENCH_DATA, else the hub")
     show.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option, e.g. n_ops=3")
     t.set_defaults(func=cmd_tasks)
@@ -227,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
 
-    sm = sub.add_parser("sample", help="sample traces from a model and print answers, rewards, token counts")
+    sm = sub.add_parser("sample", help="sample traces from a model and print answers, rewards, token counts",
+                        **_examples("spiral-bench sample --task arithmetic --model tiny-1m --n 4 --max-new-tokens 64"))
     sm.add_argument("--task", required=True)
     sm.add_argument("--model", required=True, help="tiny preset (tiny-1m, tiny-5m, tiny-20m), local path or hub id")
     sm.add_argument("--n", type=int, default=4, help="samples per problem")
@@ -242,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_flags(sm)
     sm.set_defaults(func=cmd_sample)
 
-    tr = sub.add_parser("train", help="train sft | grpo | spiral into a run folder (resumes a killed run)")
+    tr = sub.add_parser("train", help="train sft | grpo | spiral into a run folder (resumes a killed run)",
+                        **_examples("spiral-bench train --method grpo --steps 20 --out results/train/grpo-try"))
     tr.add_argument("--method", choices=("sft", "grpo", "spiral"), default=None)
     tr.add_argument("--config", default=None, help="YAML file or preset (train_tiny [default], train_paper)")
     tr.add_argument("--task", default=None)
@@ -258,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="sweep a budget grid for a checkpoint (and a baseline), with statistics")
+    ev = sub.add_parser("eval", help="sweep a budget grid for a checkpoint (and a baseline), with statistics",
+                        **_examples("spiral-bench eval --checkpoint results/train/grpo-try/final --task arithmetic "
+                                    "--budget-grid smoke --out results/eval-grpo-try"))
     ev.add_argument("--checkpoint", required=True, help="model folder, tiny preset or hub id")
     ev.add_argument("--label", default="method", help="name of the checkpoint in the results")
     ev.add_argument("--baseline", default=None, help="baseline model folder")
@@ -269,13 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ev.add_argument("--data-dir", default=None)
-    ev.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
+    ev.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                    help="task option; overrides the options a spiral-bench checkpoint was trained with")
     ev.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="generation backend (vllm: GPU)")
     model_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
     a = sub.add_parser("analyze", help="pass@k, maj@k, multipliers with bootstrap CIs from a samples "
-                       "JSONL made by any engine")
+                       "JSONL made by any engine",
+                       **_examples("spiral-bench analyze samples.jsonl --out results/analyzed"))
     a.add_argument("file", help="JSONL: problem_id, sample_id, correct, [method, answer, "
                    "prompt_tokens, completion_tokens]")
     a.add_argument("--out", required=True, help="output folder (summary.json)")
@@ -284,12 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_analyze)
 
     sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
-                   "(for lm-eval --include_path)").set_defaults(func=lambda a: _lm_eval().cli_path())
+                   "(for lm-eval --include_path)", **_examples("spiral-bench lm-eval-path")).set_defaults(func=lambda a: _lm_eval().cli_path())
     le = sub.add_parser("lm-eval", add_help=False, prefix_chars="\0",
                         help="lm-eval's own CLI (same flags) with spiral-bench's tasks and the `spiral` model type")
     le.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval, e.g. run --model spiral ...")
     le.set_defaults(func=lambda a: _lm_eval().run_cli(a.lm_eval_args))
     return ap
+
+
+def _examples(*commands: str) -> dict:
+    """argparse keywords for a subcommand's `--help` epilogue of examples (tests/test_docs.py runs
+    every one of them)."""
+    return {"epilog": "examples:\n" + "\n".join(f"  {c}" for c in commands),
+            "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def _lm_eval():

@@ -223,3 +223,21 @@ def describe(cls: type) -> str:
         default = f.default if f.default is not dataclasses.MISSING else "(factory)"
         lines.append(f"  {f.name} = {default!r}: {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+# The files in which a checkpoint made by spiral-bench records the task it was trained on:
+# the SFT base keeps sft_config.yaml beside its weights; a training run keeps config.yaml in the
+# run folder, one level above its final/ and checkpoint/.
+TASK_CONFIG_FILES = ("sft_config.yaml", "../config.yaml")
+
+
+def saved_task(checkpoint: str | Path) -> tuple[str, dict, Path] | None:
+    """(task name, task options, the file they came from) of a checkpoint made by `train`/`run`,
+    or None for any other model folder, tiny preset or hub id."""
+    for rel in TASK_CONFIG_FILES:
+        p = Path(checkpoint) / rel
+        if Path(checkpoint).is_dir() and p.is_file():
+            d = yaml.safe_load(p.read_text()) or {}
+            if isinstance(d, dict) and isinstance(d.get("task"), str):
+                return d["task"], dict(d.get("task_options") or {}), p.resolve()
+    return None

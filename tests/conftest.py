@@ -9,6 +9,7 @@ CI sets it). Library code that falls back on $SPIRAL_BENCH_DATA sees the excerpt
 import contextlib
 import io
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -54,23 +55,35 @@ def data_counts(data_dir) -> dict[str, int]:
 
 # A few-second `spiral-bench run`: a 30-step SFT base (near-random, so traces run to max length and
 # GRPO's G = 24 matches SPIRAL's 8 + 4 x 4 traces), 2 RL steps of 2 prompts, the smoke grid.
-SMOKE_RUN_ARGS = ["run", "--method", "both", "--budget-grid", "smoke", "--steps", "2", "--bootstrap", "200",
-                  "--set", "sft.steps=30", "--set", "sft.eval_problems=6", "--set", "sft.eval_samples=4",
-                  "--set", "sft.max_new_tokens=16", "--set", "prompts_per_step=2", "--set", "group_size=24",
-                  "--set", "max_new_tokens=16", "--set", "spiral_max_new_tokens=16", "--no-progress"]
+# SMOKE_SIZE_FLAGS shrink any documented `spiral-bench run` or `train` to this size (tests/test_docs.py).
+SMOKE_SFT_FLAGS = ["--set", "sft.steps=30", "--set", "sft.eval_problems=6", "--set", "sft.eval_samples=4",
+                   "--set", "sft.max_new_tokens=16"]
+SMOKE_TRAIN_FLAGS = ["--steps", "2", *SMOKE_SFT_FLAGS, "--set", "prompts_per_step=2", "--set", "group_size=24",
+                     "--set", "max_new_tokens=16", "--set", "spiral_max_new_tokens=16", "--no-progress"]
+SMOKE_SIZE_FLAGS = ["--budget-grid", "smoke", "--bootstrap", "200", *SMOKE_TRAIN_FLAGS]
+SMOKE_RUN_ARGS = ["run", *SMOKE_SIZE_FLAGS]   # the README's main job (`spiral-bench run`) at smoke size
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """(run folder, stdout of the command, wall seconds) of one smoke `spiral-bench run --method both`."""
+def workdir(tmp_path_factory) -> Path:
+    """The folder documented commands run in (tests/test_docs.py); its results/ is the smoke run's
+    results root, so the README's main job at smoke size finds the smoke run done."""
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def smoke_run(workdir):
+    """(run folder, stdout of the command, wall seconds) of one smoke `spiral-bench run` (SPIRAL and
+    its matched GRPO baseline)."""
     from spiral_bench.cli import main
 
-    out = tmp_path_factory.mktemp("results")
+    out = workdir / "results"
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
         rc = main(SMOKE_RUN_ARGS + ["--out", str(out)])
     seconds = time.perf_counter() - t0
     assert rc == 0, buf.getvalue()[-3000:]
-    (run_dir,) = [p for p in out.iterdir() if (p / "run.yaml").is_file()]
+    run_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    assert (run_dir / "run.yaml").is_file()
     return run_dir, buf.getvalue(), seconds

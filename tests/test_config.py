@@ -83,3 +83,15 @@ def test_override_floats_in_python_spelling():
     assert parse_override("task=e5") == ("task", "e5")
     assert parse_override("task=inf") == ("task", "inf")
     assert parse_override("n=3") == ("n", 3)
+
+
+def test_a_presets_task_options_stay_with_its_task():
+    from spiral_bench.trainers.train_config import make_config
+    assert make_config(None, "train_tiny").task_options == {"n_ops": 2, "modulus": 100}
+    assert make_config(None, "train_tiny", {"task": "arithmetic"}).task_options == {"n_ops": 2, "modulus": 100}
+    assert make_config(None, "train_tiny", {"task": "gsm8k"}).task_options == {}          # not n_ops into gsm8k
+    assert make_config(None, "train_tiny", {"task": "countdown", "task_options.n_numbers": 4}).task_options == {
+        "n_numbers": 4}   # only the options given with the new task
+    assert make_config(None, "train_tiny", {"task": "countdown", "task_options": {"use_all": True}}).task_options == {
+        "use_all": True}
+    assert make_config(None, "train_paper", {"task": "gsm8k"}).task_options == {}

@@ -1,4 +1,4 @@
-"""`spiral-bench run` end to end (smoke grid, `--method both`): the report, the cell store, the
+"""`spiral-bench run` end to end (smoke grid, SPIRAL and its GRPO baseline): the report, the cell store, the
 analysis and the printed verdict table exist and agree; a rerun resumes instead of redoing work;
 a stage that dies is marked failed and the next run finishes it; bad input fails fast."""
 import json
@@ -111,9 +111,10 @@ def test_failed_stage_is_marked_and_finished_by_the_next_run(smoke_run, monkeypa
         return real(path, label, *a, **kw)
 
     monkeypatch.setattr(ev, "sweep_checkpoint", dies_on_spiral)
+    before = set(out.iterdir())
     with pytest.raises(KeyboardInterrupt):
         main(argv)
-    (new_dir,) = [p for p in out.iterdir() if (p / "run.yaml").is_file() and p != run_dir]
+    (new_dir,) = [p for p in set(out.iterdir()) - before if (p / "run.yaml").is_file()]
     stages = json.loads((new_dir / "manifest.json").read_text())["stages"]
     assert stages["sweep_grpo"]["status"] == "done" and stages["sweep_spiral"]["status"] == "failed"
     assert "analysis" not in stages

@@ -291,3 +291,22 @@ def test_parse_arith_bounds_and_errors():
         parse_arith("-1", allow_unary=False)
     assert safe_arith("9" * 12 + "*" + "9" * 12, max_abs=10 ** 20) is None
     assert safe_arith("(" * 10 ** 6) is None and safe_arith(None) is None
+
+
+def test_every_registered_task_lists_and_shows(capsys):
+    from spiral_bench.cli import main
+    from spiral_bench.tasks import task_info
+    from spiral_bench.tasks.base import register
+    assert main(["tasks", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == list_tasks()
+    for name in list_tasks():
+        info = task_info(name)
+        assert info["name"] == name and info["kind"] in ("procedural", "dataset") and info["description"]
+        assert main(["tasks", "show", name, "--n", "2"]) == 0   # dataset tasks: the excerpts ($SPIRAL_BENCH_DATA)
+        shown = capsys.readouterr().out
+        assert shown.count("=== ") == 2 and "reference: " in shown
+    assert task_info("gsm8k")["description"].startswith("GSM8K")   # its own docstring, not DatasetTask's
+    with pytest.raises(TypeError, match="'Undocumented' has no docstring"):
+        register("undocumented")(type("Undocumented", (), {}))
+    assert "undocumented" not in list_tasks()

@@ -43,8 +43,9 @@ class TrainConfig:
 
     method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
     task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
-    task_options: dict = option(default_factory=lambda: {"n_ops": 2, "modulus": 100},
-                                help="task options (arithmetic: n_ops, modulus, ...)")
+    task_options: dict = option(default_factory=dict, help="options of `task` (arithmetic: n_ops, modulus, ...; "
+                                "train_tiny sets n_ops 2, modulus 100); a preset's options are dropped when "
+                                "`task` is changed to another task without new options")
     model: str = option("", help="starting policy: '' = the cached SFT base built from `sft` with this task; "
                                  "else a tiny preset, a local path or a hub id")
     sft: SFTConfig = option(default_factory=SFTConfig, help="SFT warm start (method sft, or model '')")
@@ -130,7 +131,13 @@ def make_config(method: str | None = None, config: str | os.PathLike | None = No
     ov = dict(overrides or {})
     if method is not None:
         ov["method"] = method
-    return load_yaml(TrainConfig, path, ov)
+    cfg = load_yaml(TrainConfig, path, ov)
+    # a preset's task options belong to the preset's task: another task gets only the options given with it
+    if cfg.task != load_yaml(TrainConfig, path).task:
+        given = dict(ov.get("task_options") or {})
+        given.update({k.split(".", 1)[1]: v for k, v in ov.items() if k.startswith("task_options.")})
+        cfg = dataclasses.replace(cfg, task_options=given)
+    return cfg
 
 
 # ------------------------------------------------------------------------ matched compute

@@ -48,6 +48,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+import lm_eval.models  # noqa: F401  lm-eval's own models first: it imports them only while its registry is empty
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
