@@ -30,7 +30,9 @@ atomically (non-finite numbers as null).
 from __future__ import annotations
 
 import gc
+import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -301,6 +303,23 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
 
 
 # ------------------------------------------------------------------------------- output
+def note_grader_errors(analysis: dict, out_dir) -> dict:
+    """Add the grader errors of this process's sweeps to out_dir/grader_errors.json (kept across
+    resumed attempts, whose reused cells are not graded again), and put the total and its warning
+    into `analysis` ("grader_errors", "warnings"), so the report shows them. Returns the total."""
+    from .tasks.graders import error_warning, grader_errors, merge_errors, reset_grader_errors
+
+    path = Path(out_dir) / "grader_errors.json"
+    total = merge_errors(json.loads(path.read_text()) if path.is_file() else None, grader_errors())
+    reset_grader_errors()
+    write_json(path, total, indent=1)
+    analysis["grader_errors"] = total
+    if (w := error_warning(total)) is not None:
+        analysis.setdefault("warnings", []).append(w)
+        print(f"warning: {w}", file=sys.stderr, flush=True)
+    return total
+
+
 def write_analysis(analysis: dict, out_dir) -> Path:
     """out_dir/analysis.json, atomically."""
     path = Path(out_dir) / "analysis.json"
@@ -408,6 +427,8 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
     if baseline_label is not None and baseline_label not in labels:
         raise ValueError(f"baseline_label {baseline_label!r} is not one of {labels}")
     problems = select_problems(task, grid, split=split, seed=problems_seed)
+    from .tasks.graders import reset_grader_errors
+    reset_grader_errors()
     for label, path in checkpoints.items():
         sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
                          progress=progress, sampling=sampling, backend=backend)
@@ -416,5 +437,6 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
                "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "split": split}
     res = analyze_cells(cells, labels, baseline_label, B=B, seed=seed, compute_col=compute_col,
                         claim_method=claim_method, context=context)
+    note_grader_errors(res, out_dir)
     write_analysis(res, out_dir)
     return res

@@ -243,6 +243,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     from . import evaluate as ev
     from .sweep import load_cells, load_grid, select_problems
     from .tasks import get_task
+    from .tasks.graders import reset_grader_errors
     from transformers.utils import logging as hf_logging
 
     from .trainers.loop import sft_config_for, train
@@ -307,6 +308,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
               f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
     problems = select_problems(task, grid, seed=0)
     labels = ["base", *tcfgs]
+    reset_grader_errors()
     for label in labels:
         with man.stage(f"sweep_{label}"):
             ev.sweep_checkpoint(models[label], label, task, problems, grid, rd, seed=cfg.seed, device=cfg.device,
@@ -317,6 +319,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
                    "split": "test"}
         analysis = ev.analyze_cells(load_cells(rd), labels, baseline, B=cfg.bootstrap, seed=cfg.seed,
                                     claim_method="spiral" if "spiral" in tcfgs else None, context=context)
+        man.data["grader_errors"] = ev.note_grader_errors(analysis, rd)
         ev.write_analysis(analysis, rd)
     man.data["finished"] = _now()
     man.save()

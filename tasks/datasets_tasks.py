@@ -35,7 +35,7 @@ from spiral_bench.config import build, option
 
 from .base import Problem, Task, register
 from .graders import (MATH_TIMEOUT_S, answer_region, extract_number, format_fraction, math_canonical,
-                      math_equal, parse_number)
+                      math_equal, parse_number, record_error)
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -139,7 +139,8 @@ class GSM8KTask(DatasetTask):
         try:
             got = self.extract(completion)
             return float(got is not None and got == self.canonical(problem.answer))
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            record_error(f"{self.name} reward", e)
             return 0.0
 
 
@@ -161,7 +162,8 @@ class Math500Task(DatasetTask):
     def reward(self, problem: Problem, completion: str) -> float:
         try:
             return float(math_equal(problem.answer, self.extract(completion), self.cfg.timeout_s))
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            record_error(f"{self.name} reward", e)
             return 0.0
 
 
@@ -199,7 +201,8 @@ class _AimeTask(DatasetTask):
             if v is not None:
                 return float(v == int(problem.answer))
             return float(math_equal(problem.answer, region, self.cfg.timeout_s))
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            record_error(f"{self.name} reward", e)
             return 0.0
 
 

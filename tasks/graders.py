@@ -21,7 +21,12 @@ and the public graders never raise.
   (`prepare_gold`); math-verify is imported and warmed up once, outside any limit. A
   prediction holding or evaluating to oo/zoo/nan never matches a finite gold (math-verify 0.9
   grades `\\infty+\\tan(\\pi/2)` equal to any number).
-- `run_with_timeout(fn, limit, default)`: on the main thread a SIGALRM interval timer raises a
+- Errors are not wrong answers: an exception inside math-verify (a version whose API differs, a
+  bug) still scores 0 but is counted by `grade_errors.grader_errors()` (kind, count, first message),
+  logged once per kind, and written into the run's manifest and analysis warnings,
+  so a broken grading backend can never pass for a model that answers wrongly. Time-outs are
+  bounded work by design and are not counted.
+- `run_with_timeout(fn, limit, default, record=None)`: on the main thread a SIGALRM interval timer raises a
   BaseException inside `fn` (so `except Exception` in libraries cannot swallow it), re-fired
   every 50 ms, never inside the wrapper's own frame. On other threads (or without SIGALRM) `fn`
   runs in a daemon thread abandoned after `limit` s: the caller gets `default` on time, the
@@ -41,6 +46,8 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from .arith_parser import ExprError, format_fraction, parse_arith, safe_arith  # noqa: F401  (re-exported)
+from .grade_errors import (error_warning, grader_errors, merge_errors, record_error,  # noqa: F401  (re-exported)
+                           reset_grader_errors)
 
 MAX_TAIL = 4096          # characters of a completion that graders look at (the end)
 MAX_REGION = 400         # characters of an answer region
@@ -185,8 +192,9 @@ def _on_alarm(signum, frame):
         raise _Deadline()
 
 
-def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -> Any:
-    """`fn()`, or `default` when it raises or runs past `limit` seconds (see module doc)."""
+def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None, record: str | None = None) -> Any:
+    """`fn()`, or `default` when it raises or runs past `limit` seconds (see module doc). With
+    `record`, an exception raised by `fn` (not the time limit) is counted under that name."""
     on_main = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     if on_main and _TIMER["active"]:  # nested: the outer deadline applies
         return fn()
@@ -196,7 +204,10 @@ def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -
         def work():
             try:
                 box.append(fn())
-            except BaseException:  # noqa: BLE001 - a grader never raises
+            except Exception as e:  # noqa: BLE001 - a grader never raises
+                if record:
+                    record_error(record, e)
+            except BaseException:  # noqa: BLE001
                 pass
         t = threading.Thread(target=work, daemon=True, name="grader-timeout")
         t.start()
@@ -210,8 +221,10 @@ def run_with_timeout(fn: Callable[[], Any], limit: float, default: Any = None) -
         result = fn()
     except _Deadline:
         result = default
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001
         result = default
+        if record:
+            record_error(record, e)
     finally:
         _TIMER["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -374,7 +387,7 @@ def _gold_parsed(gold: str) -> tuple[list, bool]:
         def work():
             parsed = _mv_parse(gold)
             return parsed, _nonfinite(parsed)
-        _GOLD[gold] = run_with_timeout(work, GOLD_TIMEOUT_S, None) or ([], False)
+        _GOLD[gold] = run_with_timeout(work, GOLD_TIMEOUT_S, None, record="math-verify parse") or ([], False)
     return _GOLD[gold]
 
 
@@ -394,7 +407,8 @@ def math_equal(gold: str, pred: str | None, timeout: float = MATH_TIMEOUT_S) -> 
         if not isinstance(pred, str) or not isinstance(gold, str):
             return False
         return _math_equal(gold, pred.strip()[:MAX_REGION + 1], float(timeout))
-    except Exception:  # noqa: BLE001 - graders never raise
+    except Exception as e:  # noqa: BLE001 - graders never raise
+        record_error("math_equal", e)
         return False
 
 
@@ -421,7 +435,7 @@ def _math_equal(gold: str, pred: str, timeout: float) -> bool:
         if not pp or not mv.verify(gp, pp, timeout_seconds=None):
             return False
         return gold_nonfinite or not _nonfinite(pp)  # math-verify says oo + tan(pi/2) == 902
-    return run_with_timeout(work, timeout, False) is True
+    return run_with_timeout(work, timeout, False, record="math-verify verify") is True
 
 
 def math_canonical(answer: str | None, timeout: float = MATH_TIMEOUT_S) -> str | None:
@@ -431,7 +445,8 @@ def math_canonical(answer: str | None, timeout: float = MATH_TIMEOUT_S) -> str |
         if not isinstance(answer, str) or not answer.strip():
             return None
         return _math_canonical(answer.strip()[:MAX_REGION + 1], float(timeout))
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001
+        record_error("math_canonical", e)
         return None
 
 
@@ -449,7 +464,8 @@ def _math_canonical(answer: str, timeout: float) -> str | None:
         def work():
             parsed = _mv_parse(answer)
             return str(parsed[0])[:MAX_REGION] if parsed else None
-        key = run_with_timeout(work, timeout, None)
+        key = run_with_timeout(work, timeout, None, record="math-verify parse")
         return key if key is not None else re.sub(r"\s+", "", answer)
-    except Exception:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001
+        record_error("math_canonical", e)
         return None

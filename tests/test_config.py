@@ -95,3 +95,21 @@ def test_a_presets_task_options_stay_with_its_task():
     assert make_config(None, "train_tiny", {"task": "countdown", "task_options": {"use_all": True}}).task_options == {
         "use_all": True}
     assert make_config(None, "train_paper", {"task": "gsm8k"}).task_options == {}
+
+
+def test_eval_uses_the_task_options_a_checkpoint_was_trained_with(tmp_path):
+    import yaml
+    from spiral_bench.cli import eval_task_options
+    from spiral_bench.config import ConfigError
+    a, b = tmp_path / "a", tmp_path / "run" / "final"
+    a.mkdir(), b.mkdir(parents=True)
+    (a / "sft_config.yaml").write_text(yaml.safe_dump({"task": "arithmetic", "task_options": {"n_ops": 2, "modulus": 100}}))
+    (b.parent / "config.yaml").write_text(yaml.safe_dump({"task": "arithmetic", "task_options": {"n_ops": 3}}))
+    opts, src = eval_task_options("arithmetic", {"m": str(a)}, {})
+    assert opts == {"n_ops": 2, "modulus": 100} and str(a / "sft_config.yaml") in src
+    assert eval_task_options("arithmetic", {"m": str(a)}, {"n_ops": 4})[0] == {"n_ops": 4, "modulus": 100}
+    assert eval_task_options("countdown", {"m": str(a)}, {})[0] == {}           # trained on another task
+    assert eval_task_options("arithmetic", {"m": "tiny-1m"}, {})[0] == {}         # not a spiral-bench checkpoint
+    with pytest.raises(ConfigError, match=r"different task options for \['n_ops'\]"):
+        eval_task_options("arithmetic", {"m": str(a), "b": str(b)}, {})
+    assert eval_task_options("arithmetic", {"m": str(a), "b": str(b)}, {"n_ops": 2})[0] == {"n_ops": 2, "modulus": 100}

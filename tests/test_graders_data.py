@@ -242,3 +242,36 @@ def test_latex_guard():
                 "1000!", "(3!)!", "\\binom{100000}{5}", "\\Gamma(5)", "\\sum_{i=1}^{9} i", "\\int_0^1 x",
                 "١٨", "１８", "18²", "1\x002", "((((((((1))))))))", "9" * 61, "x" * 401, "__import__('os')", ""]:
         assert not latex_is_safe(bad), bad
+
+
+def test_a_grading_backend_error_is_counted_not_silent(monkeypatch, tmp_path, capsys):
+    """An exception inside math-verify (math-verify 0.7 calls signal.alarm(None) here) scores 0 but is
+    counted, and the count reaches analysis.json's warnings (so the report) and survives a resume."""
+    import math_verify
+    from spiral_bench.evaluate import note_grader_errors
+    from spiral_bench.tasks import graders
+
+    def broken(*a, **k):
+        raise TypeError("'NoneType' object cannot be interpreted as an integer")
+    graders.reset_grader_errors()
+    graders._math_equal.cache_clear()
+    t, p = get_task("math500"), Problem("t", "q", "\\sqrt{2}/2")
+    assert t.reward(p, "\\boxed{\\frac{\\sqrt{2}}{2}}") == 1.0 and graders.grader_errors()["count"] == 0
+    graders._math_equal.cache_clear()
+    monkeypatch.setattr(math_verify, "verify", broken)
+    assert t.reward(p, "\\boxed{\\frac{\\sqrt{2}}{2}}") == 0.0
+    errs = graders.grader_errors()
+    assert errs["count"] == 1 and list(errs["kinds"]) == ["math-verify verify: TypeError"]
+    graders._math_equal.cache_clear()
+    analysis = {"warnings": []}
+    assert note_grader_errors(analysis, tmp_path)["count"] == 1
+    assert "raised 1 error(s)" in analysis["warnings"][0] and "scored 0" in analysis["warnings"][0]
+    assert "warning: the grader's backend raised 1" in capsys.readouterr().err
+    assert t.reward(p, "\\boxed{\\frac{2}{2\\sqrt{2}}}") == 0.0            # a resumed attempt adds its own
+    again = {}
+    assert note_grader_errors(again, tmp_path)["count"] == 2 and graders.grader_errors()["count"] == 0
+    monkeypatch.undo()
+    graders._math_equal.cache_clear()
+    (tmp_path / "clean").mkdir()
+    clean: dict = {}
+    assert note_grader_errors(clean, tmp_path / "clean")["count"] == 0 and "warnings" not in clean

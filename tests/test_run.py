@@ -26,6 +26,7 @@ def test_smoke_run_end_to_end(smoke_run):
     assert list(man["stages"]) == stages
     assert all(man["stages"][s]["status"] == "done" and man["stages"][s]["seconds"] > 0 for s in stages)
     assert man["pairing"]["matched"] and man["pairing"]["relative_difference"] <= 0.10
+    assert man["grader_errors"] == {"count": 0, "kinds": {}}   # counted (tests/test_graders_data.py), none here
     assert man["models"]["base"] != man["models"]["grpo"] != man["models"]["spiral"]
 
     # the training runs behind the links logged one row per step
