@@ -100,7 +100,7 @@ def cmd_run(args) -> int:
               "train_config": args.config, "steps": args.steps, "seed": args.seed, "baseline": not args.no_baseline,
               "tolerance": args.tolerance, "allow_unmatched": args.allow_unmatched, "device": args.device,
               "backend": args.backend,
-              "dtype": args.dtype, "bootstrap": args.bootstrap,
+              "dtype": args.dtype, "bootstrap": args.bootstrap, "train_seeds": args.train_seeds,
               "task_options": _task_options(args.opt, args.data_dir),
               "train_overrides": dict(parse_override(o) for o in (args.set or []))}
     cfg = build(RunConfig, {k: v for k, v in fields.items() if v is not None})
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tolerance", type=float, default=None, help="matched-compute tolerance (default 10%%)")
     r.add_argument("--allow-unmatched", action="store_true", help="compare runs whose compute is not matched")
     r.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000)")
+    r.add_argument("--train-seeds", type=int, default=None, metavar="N",
+                   help="independent training runs per method, seeds SEED .. SEED+N-1 (default 1); the "
+                        "intervals then include training variance (two-level bootstrap: runs, then problems); "
+                        "with 1 the verdicts are provisional")
     r.add_argument("--out", default="results", help="results root (default results/)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--backend", default=None, choices=("hf", "vllm"), help="sweep backend (default hf)")

@@ -6,14 +6,18 @@ Stages (each resumes after a kill, because each underlying step does):
    trained once and cached by the hash of its config (`trainers.sft.ensure_sft_base`); any other
    model (a local path or hub id) is used as given.
 2. `train_<method>` for the requested method and, unless `baseline: false`, the matched GRPO
-   baseline. Training runs live in `<out>/train/<method>-<config hash>/` (shared by every run under
+   baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
+   with TrainConfig.seed = seed + i (data order, sampling and LoRA init all follow it), staged and
+   linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in `<out>/train/<method>-<config hash>/` (shared by every run under
    the same results root, so an identical config is trained once and reused); the run folder links
    to them as `train/<method>`. Matched compute is checked on the logged generated tokens per
    prompt (`check_pairing`, `tolerance`): refused unless `allow_unmatched`.
-3. `sweep_<label>` for labels base, grpo, spiral: `evaluate.sweep_checkpoint` into the run's cell
-   store (finished cells are skipped).
-4. `analysis`: `evaluate.analyze_cells` -> analysis.json. Baseline "grpo" when both methods ran
-   (claims checked on spiral vs grpo), else "base".
+3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
+   `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
+   swept with seed + i and its cells carry train_run = i under the method's own name.
+4. `analysis`: `evaluate.analyze_cells` -> analysis.json, the two-level bootstrap over the runs
+   (`seed_stats`). Baseline "grpo" when both methods ran (claims checked on spiral vs grpo), else
+   "base". With one run per method the verdicts are marked provisional.
 5. `report`: `report.write_report` -> report.html, report.md, figures/.
 
 Run folder `<out>/<method>-<task>-<grid>-<hash8>/` (hash of the RunConfig, so the same command
@@ -74,6 +78,9 @@ class RunConfig:
                                      "training config's device)")
     dtype: str = option("float32", choices=("float32", "bfloat16"), help="dtype of sampling in the sweep")
     bootstrap: int = option(2000, min=10, help="paired bootstrap resamples")
+    train_seeds: int = option(1, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
+                                             "the intervals resample them (two-level bootstrap); 1 = provisional "
+                                             "verdicts")
 
     def methods(self) -> list[str]:
         """The RL methods this run trains, baseline first."""
@@ -82,9 +89,29 @@ class RunConfig:
         return [self.method]
 
 
+def run_hash(cfg: RunConfig, n: int = 12) -> str:
+    """config_hash of the RunConfig, train_seeds left out when it is 1 (so a run made before the
+    field existed keeps its folder)."""
+    d = to_dict(cfg)
+    if d.get("train_seeds") == 1:
+        del d["train_seeds"]
+    return config_hash(d, n)
+
+
+def run_label(method: str, run: int) -> str:
+    """Label of a method's training run (stage names, train/ links, cell-store folders): the method
+    itself for run 0, else <method>-run<i> (as `sweep.store_label`)."""
+    return method if run == 0 else f"{method}-run{run}"
+
+
+def run_labels(method: str, n: int) -> list[str]:
+    """Labels of a method's n training runs."""
+    return [run_label(method, i) for i in range(n)]
+
+
 def run_dir_for(cfg: RunConfig, out: str | os.PathLike) -> Path:
     task = next(iter(train_configs(cfg).values())).task
-    return Path(out) / f"{cfg.method}-{task}-{Path(cfg.budget_grid).stem}-{config_hash(cfg, 8)}"
+    return Path(out) / f"{cfg.method}-{task}-{Path(cfg.budget_grid).stem}-{run_hash(cfg, 8)}"
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
@@ -104,7 +131,7 @@ def command_for(cfg: RunConfig, out: str | os.PathLike) -> str:
         args += ["--opt", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     flags = {"model": "--model", "train_config": "--config", "steps": "--steps", "seed": "--seed",
              "tolerance": "--tolerance", "backend": "--backend", "device": "--device", "dtype": "--dtype",
-             "bootstrap": "--bootstrap"}
+             "bootstrap": "--bootstrap", "train_seeds": "--train-seeds"}
     for f, flag in flags.items():
         if getattr(cfg, f) != getattr(d, f):
             args += [flag, str(getattr(cfg, f))]
@@ -213,8 +240,9 @@ def _link(target: Path, link: Path) -> None:
 
 
 # ------------------------------------------------------------------------ the pipeline
-def train_configs(cfg: RunConfig) -> dict:
-    """{method: TrainConfig} of the RL runs, from the training preset + overrides + the run's flags."""
+def train_configs(cfg: RunConfig, run: int = 0) -> dict:
+    """{method: TrainConfig} of the RL runs, from the training preset + overrides + the run's flags;
+    training run `run` (0 .. train_seeds-1) has seed cfg.seed + run."""
     from .models import is_tiny
     from .trainers.train_config import make_config
 
@@ -232,7 +260,7 @@ def train_configs(cfg: RunConfig) -> dict:
         ov["steps"] = cfg.steps
     if cfg.device != "cpu":
         ov.setdefault("device", cfg.device)
-    ov["seed"] = cfg.seed
+    ov["seed"] = cfg.seed + run
     return {m: make_config(m, cfg.train_config, ov) for m in cfg.methods()}
 
 
@@ -254,27 +282,30 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     out = Path(out)
     rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
     tcfgs = train_configs(cfg)                             # validates everything before any work
+    runs = [tcfgs] + [train_configs(cfg, i) for i in range(1, cfg.train_seeds)]   # runs[i][method]
     grid = load_grid(cfg.budget_grid)
     first = next(iter(tcfgs.values()))
     task = get_task(first.task, **first.task_options)
     rd.mkdir(parents=True, exist_ok=True)
     p = rd / "run.yaml"
     text = yaml.safe_dump(to_dict(cfg), sort_keys=True)
-    if p.is_file() and yaml.safe_load(p.read_text()) != yaml.safe_load(text):
+    if p.is_file() and build(RunConfig, yaml.safe_load(p.read_text()) or {}) != cfg:
         raise ConfigError(f"{rd} holds a run with a different config (run.yaml); use another --out")
     p.write_text(text)
     sft_cfg = None if first.model else sft_config_for(first)
     git, versions = _git(), _versions()
     man = _Manifest(rd / "manifest.json", {
-        "schema": SCHEMA, "run": to_dict(cfg), "run_hash": config_hash(cfg), "run_dir": str(rd),
+        "schema": SCHEMA, "run": to_dict(cfg), "run_hash": run_hash(cfg), "run_dir": str(rd),
         "command": command_for(cfg, out),
         "reproduce": _reproduce_commands(cfg, out, rd, git, versions), "git": git, "versions": versions,
         "hardware": _hardware(cfg.device),
         "seeds": {"run": cfg.seed, "train": cfg.seed, "sweep": cfg.seed, "bootstrap": cfg.seed,
-                  "sft_init": first.sft.init_seed, "sft_data": first.sft.seed},
-        "config_hashes": {"run": config_hash(cfg), "grid": config_hash(grid),
+                  "sft_init": first.sft.init_seed, "sft_data": first.sft.seed,
+                  **({"train_runs": {f"run{i}": cfg.seed + i for i in range(cfg.train_seeds)}}
+                     if cfg.train_seeds > 1 else {})},
+        "config_hashes": {"run": run_hash(cfg), "grid": config_hash(grid),
                           **({"sft": config_hash(sft_cfg)} if sft_cfg else {}),
-                          **{m: config_hash(c) for m, c in tcfgs.items()}},
+                          **{run_label(m, i): config_hash(c) for i, r in enumerate(runs) for m, c in r.items()}},
         "task": {"name": task.name, "options": first.task_options}, "data_files": _data_files(task),
         "grid": to_dict(grid), "models": {}, "pairing": None})
     models = man.data["models"]
@@ -291,28 +322,38 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
             from .models import resolve_model
             base = resolve_model(first.model)
         models["base"] = str(base)
-    for m, tc in tcfgs.items():
-        with man.stage(f"train_{m}"):
-            tdir = out / "train" / f"{m}-{config_hash(tc)}"
-            models[m] = str(train(tc, tdir, progress=progress, init_path=None if tc.model else base))
-            _link(tdir, rd / "train" / m)
+    sweeps = [("base", "base", 0)]                         # (label, method, training run)
+    for m in tcfgs:
+        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
+            tc = runs[i][m]
+            with man.stage(f"train_{lab}"):
+                tdir = out / "train" / f"{m}-{config_hash(tc)}"
+                models[lab] = str(train(tc, tdir, progress=progress, init_path=None if tc.model else base))
+                _link(tdir, rd / "train" / lab)
+            sweeps.append((lab, m, i))
     if len(tcfgs) == 2:
-        try:
-            rep = check_pairing(rd / "train" / "spiral", rd / "train" / "grpo", tolerance=cfg.tolerance,
-                                allow=cfg.allow_unmatched)
-        except ValueError as e:
-            raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
-                              "--allow-unmatched reuses them") from None
-        man.data["pairing"] = rep
-        print(f"matched compute: spiral {rep['a']:.0f} vs grpo {rep['b']:.0f} generated tokens per prompt "
-              f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
+        pairs = []
+        for sp, gr in zip(run_labels("spiral", cfg.train_seeds), run_labels("grpo", cfg.train_seeds)):
+            try:
+                rep = check_pairing(rd / "train" / sp, rd / "train" / gr, tolerance=cfg.tolerance,
+                                    allow=cfg.allow_unmatched)
+            except ValueError as e:
+                raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
+                                  "--allow-unmatched reuses them") from None
+            pairs.append(rep)
+            print(f"matched compute: {sp} {rep['a']:.0f} vs {gr} {rep['b']:.0f} generated tokens per prompt "
+                  f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
+        man.data["pairing"] = pairs[0]
+        if len(pairs) > 1:
+            man.data["pairings"] = pairs
     problems = select_problems(task, grid, seed=0)
     labels = ["base", *tcfgs]
     reset_grader_errors()
-    for label in labels:
+    for label, method, i in sweeps:
         with man.stage(f"sweep_{label}"):
-            ev.sweep_checkpoint(models[label], label, task, problems, grid, rd, seed=cfg.seed, device=cfg.device,
-                                dtype=cfg.dtype, progress=progress, backend=cfg.backend)
+            ev.sweep_checkpoint(models[label], method, task, problems, grid, rd, seed=cfg.seed + i,
+                                device=cfg.device, dtype=cfg.dtype, progress=progress, backend=cfg.backend,
+                                train_run=i)
     with man.stage("analysis"):
         baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),

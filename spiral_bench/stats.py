@@ -5,7 +5,9 @@ drawn in replicate b; each row sums to P) is drawn once per call and shared by e
 cell, so comparisons are paired. Replicate means are one matrix product, W @ X / P, for the
 per-problem values X (P, C). CIs are percentile intervals [q_{(1-level)/2}, q_{(1+level)/2}] of
 the replicates (NaN replicates ignored). Nonlinear statistics (multipliers, gaps) are computed on
-every replicate's curves.
+every replicate's curves (`compare_curves`). With several training runs per method, the replicates
+come from the two-level bootstrap of `spiral_bench.seed_stats` (runs within each method, then the
+same shared problem counts), which reduces to this one with one run per method.
 
 Curves: points (compute c_j, accuracy a_j) -> sorted by compute, made monotone by a running max
 (the best accuracy reachable with at most that compute), interpolated linearly in log compute;
@@ -243,8 +245,18 @@ def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=No
     valid_fraction = share of replicates where the statistic is defined (its CI uses those).
     """
     am, cm, ab, cb = (np.asarray(v, dtype=np.float64) for v in (acc_m, compute_m, acc_b, compute_b))
-    pm = [v.mean(axis=0) for v in (am, cm, ab, cb)]
-    rm = [boot.means(v) for v in (am, cm, ab, cb)]
+    return compare_curves([v.mean(axis=0) for v in (am, cm, ab, cb)], [boot.means(v) for v in (am, cm, ab, cb)],
+                          levels, level)
+
+
+def compare_curves(point, reps, levels=None, level: float = 0.95) -> dict:
+    """`compare` from curves already averaged: point = (acc_m, compute_m, acc_b, compute_b), the
+    point-estimate curves (M_m,), (M_m,), (M_b,), (M_b,); reps = the same four as replicate curves
+    (B, M_m), (B, M_m), (B, M_b), (B, M_b), from any bootstrap (one-level `PairedBootstrap`, or the
+    two-level `seed_stats.TwoLevelBootstrap`). Returns what `compare` does."""
+    pm = [np.asarray(v, dtype=np.float64) for v in point]
+    rm = [np.asarray(v, dtype=np.float64) for v in reps]
+    B = rm[0].shape[0]
     # "up to": recomputed on every replicate with its own levels
     pmax = multiplier_max(pm[3], pm[2], pm[1], pm[0])
     rmax = multiplier_max(rm[3], rm[2], rm[1], rm[0])
@@ -256,7 +268,7 @@ def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=No
     lv = np.asarray(monotone_curve(pm[1], pm[0])[1] if levels is None else levels, dtype=np.float64)
     lv = np.unique(lv)
     pmul = multipliers(pm[3], pm[2], pm[1], pm[0], lv)
-    rmul = multipliers(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(lv, (boot.B, len(lv))))
+    rmul = multipliers(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(lv, (B, len(lv))))
     ci = percentile_ci(rmul["value"], level)
     vf = np.isfinite(rmul["value"]).mean(axis=0)
     out["multipliers"] = [{"level": float(a), "value": float(v), "censored": bool(c),
@@ -272,7 +284,7 @@ def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=No
         # common compute (otherwise about half the replicates fall off the end and are dropped)
         lo = np.maximum(rm[3].min(-1), rm[1].min(-1))[:, None]
         hi = np.minimum(rm[3].max(-1), rm[1].max(-1))[:, None]
-        qr = np.where(hi >= lo, np.clip(np.broadcast_to(q, (boot.B, len(q))), lo, hi), np.nan)
+        qr = np.where(hi >= lo, np.clip(np.broadcast_to(q, (B, len(q))), lo, hi), np.nan)
         pg = accuracy_gap(pm[3], pm[2], pm[1], pm[0], q)
         rg = accuracy_gap(rm[3], rm[2], rm[1], rm[0], qr)
         rtop = accuracy_gap(rm[3], rm[2], rm[1], rm[0], np.where(hi >= lo, hi, np.nan))

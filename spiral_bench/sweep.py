@@ -30,7 +30,10 @@ Cell store under out_dir (all files written atomically: temp file, fsync, os.rep
       CELL_COLUMNS: method, cell, family, max_tokens, k (traces at layer 0), set_size (aggregate
       set size / rsa K, else 0), steps (rsa T, aggregate 1, else 0), pool_size (N_max for
       pass@k/maj@k, else 0), replicate, problem_id, correct (in [0, 1]), prompt_tokens,
-      generated_tokens, max_token_budget, flops (floats; pooled cells hold expectations)
+      generated_tokens, max_token_budget, flops (floats; pooled cells hold expectations),
+      train_run (which training run of the method the checkpoint is: 0, 1, ...; a store made
+      before the column existed reads as 0). Training run i > 0 of a method is stored under the
+      folder label `<method>-run<i>` (cells/, work/, manifests/), its rows keep the method's name.
   work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples);
       with prefix pooling only L = L_max is stored, with a token_ids column
   work/<method>/rsa_L<L>_N<N>_K<K>_r<r>/step<t>.parquet   every finished RSA step's population
@@ -62,7 +65,8 @@ from .scaffolds import aggregate, layer_summary, rsa_step
 PRESET_DIR = Path(__file__).with_name("presets")
 KINDS = ("none", "majority", "aggregate", "rsa")
 CELL_COLUMNS = ["method", "cell", "family", "max_tokens", "k", "set_size", "steps", "pool_size", "replicate",
-                "problem_id", "correct", "prompt_tokens", "generated_tokens", "max_token_budget", "flops"]
+                "problem_id", "correct", "prompt_tokens", "generated_tokens", "max_token_budget", "flops",
+                "train_run"]
 POOL_COLUMNS = ["problem_id", "j", "text", "prompt_tokens", "completion_tokens", "finish_reason", "key", "reward"]
 _METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
@@ -255,18 +259,21 @@ def load_cells(out_dir: str | Path) -> pd.DataFrame:
     files = sorted(Path(out_dir).glob("cells/*/*.parquet"))
     if not files:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    df["train_run"] = df["train_run"].fillna(0).astype(int) if "train_run" in df.columns else 0
+    return df
 
 
 # ------------------------------------------------------------------------------ the sweep
-def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute]) -> pd.DataFrame:
+def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute], train_run: int = 0) -> pd.DataFrame:
     d = dataclasses.asdict(cell)
     return pd.DataFrame({
         "method": method, "cell": cell.id, "family": cell.family, "max_tokens": cell.max_tokens, "k": cell.k,
         "set_size": cell.set_size, "steps": cell.steps, "pool_size": d["pool_size"], "replicate": cell.replicate,
         "problem_id": [p.id for p in problems], "correct": np.asarray(correct, dtype=np.float64),
         "prompt_tokens": [c.prompt_tokens for c in computes], "generated_tokens": [c.generated_tokens for c in computes],
-        "max_token_budget": [c.max_token_budget for c in computes], "flops": [c.flops for c in computes]},
+        "max_token_budget": [c.max_token_budget for c in computes], "flops": [c.flops for c in computes],
+        "train_run": int(train_run)},
         columns=CELL_COLUMNS)
 
 
@@ -344,9 +351,16 @@ def derive_pool(base: pd.DataFrame, L: int, decode, stops, task, problems) -> pd
     return df
 
 
+def store_label(method: str, train_run: int = 0) -> str:
+    """The folder label of a method's training run in the cell store: the method for run 0."""
+    return method if int(train_run) == 0 else f"{method}-run{int(train_run)}"
+
+
 def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_dir: str | Path,
-              seed: int = 0, progress: bool = True, sampling: SamplingConfig | None = None) -> pd.DataFrame:
-    """Run (or resume) every cell of `grid` for one method (a checkpoint label); returns its rows.
+              seed: int = 0, progress: bool = True, sampling: SamplingConfig | None = None,
+              train_run: int = 0) -> pd.DataFrame:
+    """Run (or resume) every cell of `grid` for one method (a checkpoint label) and training run;
+    returns its rows.
 
     problems: used exactly as given (see `select_problems`); sampling: temperature etc. (its
     max_new_tokens is replaced by each L of the grid). See the module doc for the files.
@@ -360,7 +374,8 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
     if len({p.id for p in problems}) != len(problems):
         raise ValueError("problem ids must be unique")
     out = Path(out_dir)
-    cdir, wdir = out / "cells" / method, out / "work" / method
+    label = store_label(method, train_run)
+    cdir, wdir = out / "cells" / label, out / "work" / label
     sampling = sampling or SamplingConfig()
     info = backend.model_info()
     ident = hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in problems]).encode()).hexdigest()[:16]
@@ -371,18 +386,18 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
                 "maj_method": grid.maj_method, "mc_subsets": grid.mc_subsets}
     if prefix_pool:  # absent when off, so stores made before prefix pooling existed still resume
         manifest["prefix_pool"] = True
-    _manifest(out / "manifests" / f"{method}.json", manifest)
+    _manifest(out / "manifests" / f"{label}.json", manifest)
     decode = decoder_of(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
         stale.unlink(missing_ok=True)
 
     cells = grid_cells(grid)
     done = lambda c: (cdir / f"{c.id}.parquet").exists()  # noqa: E731
-    bar = tqdm(total=len(cells), desc=f"sweep {method}", disable=not progress)
+    bar = tqdm(total=len(cells), desc=f"sweep {label}", disable=not progress)
     bar.update(sum(done(c) for c in cells))
 
     def finish(cell, correct, computes):
-        write_parquet(_rows(method, cell, problems, correct, computes), cdir / f"{cell.id}.parquet")
+        write_parquet(_rows(method, cell, problems, correct, computes, train_run), cdir / f"{cell.id}.parquet")
         bar.update(1)
 
     N, Lmax = grid.pool_size, max(grid.sequential)

@@ -1,8 +1,12 @@
 """`spiral-bench run` end to end (smoke grid, SPIRAL and its GRPO baseline): the report, the cell store, the
 analysis and the printed verdict table exist and agree; a rerun resumes instead of redoing work;
 a stage that dies is marked failed and the next run finishes it; bad input fails fast."""
+import contextlib
+import io
 import json
+import re
 import shlex
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -145,3 +149,52 @@ def test_run_config_defaults_are_the_documented_main_job():
     assert (cfg.method, cfg.budget_grid, cfg.model, cfg.baseline) == ("spiral", "default", "tiny", True)
     assert cfg.methods() == ["grpo", "spiral"]
     assert RunConfig(method="spiral", baseline=False).methods() == ["spiral"]
+
+
+def test_train_seeds_trains_and_sweeps_every_run_and_resamples_them(smoke_run):
+    """`--train-seeds 2`: two training runs per method (seeds 0 and 1; run 0 is the smoke run's own,
+    reused by config hash), every run swept into one cell store under the method's name with its
+    train_run, the analysis resamples runs (two-level bootstrap) and the verdicts are not provisional;
+    the one-run smoke run's verdicts are."""
+    from tests.conftest import SMOKE_RUN_ARGS
+
+    run_dir, stdout, _ = smoke_run
+    one = json.loads((run_dir / "analysis.json").read_text())
+    assert one["provisional"] and all(r["provisional"] for r in one["claims"])
+    assert "(provisional)" in stdout and "1 training run: the interval leaves out training variance" in stdout
+    out = run_dir.parent
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "2", "--out", str(out)]) == 0
+    new_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    assert new_dir != run_dir
+    man = json.loads((new_dir / "manifest.json").read_text())
+    assert list(man["stages"]) == ["base", "train_grpo", "train_grpo-run1", "train_spiral", "train_spiral-run1",
+                                   "sweep_base", "sweep_grpo", "sweep_grpo-run1", "sweep_spiral",
+                                   "sweep_spiral-run1", "analysis", "report"]
+    assert man["seeds"]["train_runs"] == {"run0": 0, "run1": 1} and len(man["pairings"]) == 2
+    assert (new_dir / "train" / "spiral").resolve() == (run_dir / "train" / "spiral").resolve()   # reused
+    assert (new_dir / "train" / "spiral-run1").resolve() != (run_dir / "train" / "spiral").resolve()
+    cells = load_cells(new_dir)
+    assert set(cells["method"]) == {"base", "grpo", "spiral"}
+    assert cells.groupby("method")["train_run"].unique().map(sorted).to_dict() == {"base": [0], "grpo": [0, 1],
+                                                                                    "spiral": [0, 1]}
+    # run 0's cells are the one-run smoke run's cells (same checkpoint, same sweep seed)
+    old = load_cells(run_dir)
+    cols = ["method", "cell", "problem_id", "correct", "generated_tokens"]
+    key = ["method", "cell", "problem_id"]
+    pd.testing.assert_frame_equal(old[cols].sort_values(key).reset_index(drop=True),
+                                  cells[cells.train_run == 0][cols].sort_values(key).reset_index(drop=True))
+    a = json.loads((new_dir / "analysis.json").read_text())
+    assert a["train_runs"] == {"base": 1, "grpo": 2, "spiral": 2}
+    assert a["bootstrap"]["resampled"] == "training runs, then problems"
+    assert not a["provisional"] and all(r["train_runs"] == {"spiral": 2, "grpo": 2} for r in a["claims"])
+    pt = a["curves"]["spiral"]["pass@k"][0]
+    assert [r["train_run"] for r in pt["runs"]] == [0, 1]
+    md = (new_dir / "report.md").read_text()
+    assert "Variance split" in md and "2 vs 2" in md and "(provisional)" not in md
+    # resumes: the same command redoes nothing
+    before = pd.read_parquet(new_dir / "cells.parquet")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "2", "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(new_dir / "cells.parquet"), before)

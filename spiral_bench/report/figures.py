@@ -8,7 +8,8 @@ stored in analysis.json / metrics.jsonl.
 - `accuracy_vs_compute`: one panel per scaffold family (pass@k, maj@k, aggregate, rsa, rsa_maj)
   plus the "all primitives" frontier; x = mean compute per problem (log), y = accuracy. Every grid
   point is a dot; the family's monotone envelope (points with on_frontier) is a line with its 95%
-  bootstrap CI band (the stored per-point percentile CI).
+  bootstrap CI band (the stored per-point percentile CI); with several training runs per method,
+  each run's own monotone curve is drawn faintly behind it (the points' stored per-run means).
 - `multiplier_curve`: m(a) = C_baseline(a) / C_method(a) at the method's accuracy levels, one panel
   per family, CI band from the stored CIs; censored levels (baseline never reaches a, so m is a
   lower bound) drawn as up-triangles; m = 1 dashed.
@@ -110,6 +111,16 @@ def _band(ax, x, mean, lo, hi, color, label, marker="o", dodge: float = 1.0):
 
 
 # ------------------------------------------------------------------------------ accuracy vs compute
+def _run_lines(ax, pts, color) -> None:
+    """Each training run's own monotone curve, faint, behind the pooled one (points with "runs")."""
+    ids = sorted({r["train_run"] for p in pts for r in p.get("runs") or []})
+    for rid in ids:
+        xy = sorted((r["compute"], r["accuracy"]) for p in pts for r in p.get("runs") or [] if r["train_run"] == rid)
+        if xy:
+            x, y = zip(*xy)
+            ax.plot(x, np.maximum.accumulate(y), lw=0.8, alpha=0.3, color=color, zorder=1)
+
+
 def accuracy_vs_compute(analysis: dict, out_dir, name: str = "accuracy_vs_compute.png") -> Path | None:
     """Accuracy vs compute per method for each family present (module doc)."""
     curves, methods = analysis.get("curves") or {}, analysis.get("methods") or list(analysis.get("curves") or {})
@@ -133,6 +144,7 @@ def accuracy_vs_compute(analysis: dict, out_dir, name: str = "accuracy_vs_comput
             if not pts:
                 continue
             xs += [p["compute"]["mean"] for p in pts]
+            _run_lines(ax, pts, col[m])
             ax.scatter([p["compute"]["mean"] for p in pts], [p["accuracy"]["mean"] for p in pts],
                        s=10, color=col[m], alpha=0.45, lw=0)
             env = sorted(env, key=lambda p: p["compute"]["mean"])

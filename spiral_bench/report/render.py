@@ -31,6 +31,13 @@ from . import figures as F
 from ..fileio import write_atomic
 from .runfiles import RunFiles, load_run
 
+BOOTSTRAP_TEXT = ("Intervals: each bootstrap replicate resamples, within each method, its training runs "
+                  "with replacement, then the problems with replacement (one resampling shared by every "
+                  "method and cell, so comparisons stay paired); replicate mean = sum_r V[r]/R sum_p W[p]/P "
+                  "x[r, p]; curves, multipliers and gaps are recomputed on every replicate and the 95% CI "
+                  "is the 2.5-97.5 percentile range. With one training run per method this is the problem "
+                  "bootstrap alone and the verdicts are provisional.")
+
 # the compute convention of `spiral_bench.compute`, as the report states it under "Accuracy vs compute"
 COMPUTE_CONVENTION = ("Compute of a k-sample cell (pass@k, maj@k), per problem: its prompt counted once (its k "
                       "samples share one prefilled prompt) and the generated tokens of its k samples (k/n of its "
@@ -101,7 +108,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------------------ sections
 def _verdicts(a: dict) -> list:
-    from spiral_bench.evaluate import NOTE_SEP, _num, verdict_table
+    from spiral_bench.claims import NOTE_SEP, _num, interval_text, runs_text, verdict_table
 
     t = verdict_table(a)
     if t.empty:
@@ -112,19 +119,49 @@ def _verdicts(a: dict) -> list:
         meas = ("≥ " if r.censored else "") + _num(float(r.measured), r.unit) if has else "n/a"
         ci = f"[{_num(_nan(r.ci_lo), r.unit)}, {_num(_nan(r.ci_hi), r.unit)}]" if has else ""
         rows.append([r.claim, r.description, _num(r.published, r.unit), f"{r.source}; benchmark: {r.benchmark}",
-                     f"{r.method} vs {r.baseline}", meas, ci, r.verdict])
-    notes, seen = [], set()
-    for r in t.itertuples(index=False):
-        for seg in str(r.note).split(NOTE_SEP):
-            if seg and seg not in seen:
+                     f"{r.method} vs {r.baseline}", meas, ci, runs_text(r), r.verdict])
+    # a note segment every row shares is said once, above the per-row notes
+    segs = [[x for x in str(r.note).split(NOTE_SEP) if x] for r in t.itertuples(index=False)]
+    common = [x for x in segs[0] if all(x in sg for sg in segs)] if len(segs) > 1 else []
+    notes, seen = [], set(common)
+    for r, sg in zip(t.itertuples(index=False), segs):
+        for seg in sg:
+            if seg not in seen:
                 seen.add(seg)
                 notes.append(f"[{r.claim}] {seg}")
-    cols = ["claim", "description", "published", "source", "compared", "measured", "95% CI", "verdict"]
-    boot = a.get("bootstrap") or {}
-    return [("p", f"Measured with {boot.get('B')} paired bootstrap resamples over {a.get('n_problems')} problems "
-                  f"(compute unit: {a.get('compute_col')}). A verdict compares the CI with the published value; "
-                  f"'inconclusive' when the CI also reaches the no-effect value."),
-            ("table", cols, rows), ("ul", notes)]
+    cols = ["claim", "description", "published", "source", "compared", "measured", "95% CI", "training runs",
+            "verdict"]
+    out = [("p", f"Measured with {interval_text(a)} (compute unit: {a.get('compute_col')}). A verdict compares the "
+                 f"CI with the published value; 'inconclusive' when the CI also reaches the no-effect value. "
+                 f"{BOOTSTRAP_TEXT}"),
+           ("table", cols, rows)]
+    if common:
+        out.append(("p", "Every row: " + "; ".join(common) + "."))
+    return out + [("ul", notes)] + _variance_split(a)
+
+
+def _variance_split(a: dict) -> list:
+    """Between-run vs between-problem share of each key gap's bootstrap variance (two-level analyses)."""
+    rows = []
+    for c in a.get("comparisons") or []:
+        who = f"{c['method']} vs {c['baseline']}"
+        for name, vs in (c.get("variance_split") or {}).items():
+            rows.append([who, c["family"], name, vs])
+        for g in c.get("matched") or []:
+            if g.get("variance_split"):
+                rows.append([who, c["family"], f"matched gap {g['cell']}", g["variance_split"]])
+    if not rows:
+        return []
+    table = [[w, f, n, fmt(vs.get("share_runs"), 3), fmt(vs.get("share_problems"), 3),
+              fmt(vs.get("runs_needed")) if vs.get("runs_needed") is not None else "n/a"]
+             for w, f, n, vs in rows]
+    return [("h", 4, "Variance split: training runs vs problems"),
+            ("p", "Share of each statistic's bootstrap variance that comes from resampling training runs only "
+                  "vs problems only; runs needed: training runs per method at which the 95% CI would exclude "
+                  "the no-effect value at the observed effect (n/a: not reachable by more runs alone, or no "
+                  "effect size to aim at)."),
+            ("table", ["comparison", "family", "statistic", "between-run share", "between-problem share",
+                       "runs needed"], table)]
 
 
 def _comparisons(a: dict) -> list:
@@ -230,8 +267,13 @@ def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, li
         return [("img", p, caption)]
 
     ctx = (a or {}).get("context") or {}
-    summary = {"folder": str(run.path), "task": cfg.get("task", ctx.get("task")), "model": cfg.get("model"),
-               "grid": cfg.get("budget_grid", ctx.get("grid")), "training steps": cfg.get("steps"),
+    man_task = ((run.manifest or {}).get("task") or {}).get("name")
+    steps = cfg.get("steps") or next((t["config"].get("steps") for t in run.train.values()
+                                      if isinstance(t.get("config"), dict) and t["config"].get("steps")), None)
+    summary = {"folder": str(run.path), "task": cfg.get("task") or ctx.get("task") or man_task,
+               "model": cfg.get("model"), "grid": cfg.get("budget_grid", ctx.get("grid")), "training steps": steps,
+               "training runs per method": ", ".join(f"{m} {n}" for m, n in ((a or {}).get("train_runs") or {}).items())
+               or None,
                "seed": cfg.get("seed"), "methods evaluated": ", ".join((a or {}).get("methods") or []) or None,
                "baseline": (a or {}).get("baseline"), "analysis": run.analysis_source or "none"}
     b += [("h", 2, f"Run {run.name}"), ("table", ["", ""], [[k, fmt(v)] for k, v in summary.items()])]

@@ -52,6 +52,13 @@ class RunFiles:
             return list(TRAIN_METHODS)
         return [str(m)]
 
+    def expected_runs(self) -> list[str]:
+        """Training-run labels of this run (`run.run_labels`): each expected method, then
+        <method>-run<i> for i < train_seeds."""
+        from spiral_bench.run import run_labels
+        n = (self.config or {}).get("train_seeds") or 1
+        return [lab for m in self.expected_methods() for lab in run_labels(m, int(n))]
+
 
 def read_json(path: Path):
     """Parsed JSON, or None when the file is absent; raises ValueError naming the file when it is unreadable."""
@@ -133,7 +140,8 @@ def load_run(run_dir) -> RunFiles:
         run.missing.append("manifest.json (versions, git commit, seeds, hardware, hashes, wall times, "
                            "reproduce commands)")
     for name, st in ((run.manifest or {}).get("stages") or {}).items():
-        if isinstance(st, dict) and st.get("status") != "done":
+        # the 'report' stage is open while this very report is rendered: not a missing part
+        if isinstance(st, dict) and st.get("status") != "done" and name != "report":
             run.missing.append(f"stage {name!r} did not finish (status: {st.get('status')})")
     run.sft = _safe(run, "base/sft_metrics.json", read_json, path / "base" / "sft_metrics.json")
     if run.sft is None and not (path / "base" / "sft_metrics.json").exists():
@@ -141,10 +149,10 @@ def load_run(run_dir) -> RunFiles:
 
     expected = run.expected_methods()
     present = sorted(p.name for p in (path / "train").glob("*") if p.is_dir()) if (path / "train").is_dir() else []
-    for m in list(dict.fromkeys(expected + present)):
+    for m in list(dict.fromkeys(run.expected_runs() + present)):
         d = path / "train" / m
         if not (d / "metrics.jsonl").is_file():
-            why = "" if m in expected else " (not part of this run's config)"
+            why = "" if m in run.expected_runs() else " (not part of this run's config)"
             run.missing.append(f"train/{m}/metrics.jsonl (training curves of {m}){why}")
             continue
         run.train[m] = {"config": _safe(run, f"train/{m}/config.yaml", read_yaml, d / "config.yaml"),

@@ -1,0 +1,170 @@
+"""Claim verdicts from an analysis: one row per published claim (`stats.load_claims()`), its
+measured value and CI, the verdict (`stats.verdict`) and whether it is provisional; the plain-text
+verdict table of the terminal.
+
+A row is provisional when the comparison rests on ONE training run of the method (or of a trained
+baseline): its interval then leaves out training variance (`seed_stats.PROVISIONAL_NOTE`), which
+is at least as large as problem sampling in RL results; with two or more runs per method the CI
+comes from the two-level bootstrap (runs, then problems) and "supported" needs it to exclude the
+no-effect value with the training variance included.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from . import stats
+from .seed_stats import PROVISIONAL_NOTE, is_provisional
+
+PAPER_SETUP = "Qwen3-4B-Instruct-2507 with LoRA, SPIRAL vs GRPO"
+NOTE_SEP = " | "                             # between the segments of a verdict row's note
+BENCHMARK_TASKS = {"AIME 2025": ("aime25",)}   # claim benchmark -> task names that are that benchmark
+VERDICT_COLUMNS = ["claim", "description", "published", "unit", "source", "benchmark", "method", "baseline",
+                   "measured", "ci_lo", "ci_hi", "censored", "verdict", "train_runs", "provisional", "note"]
+
+
+def find_comparison(analysis: dict, method: str, baseline: str, family: str) -> dict | None:
+    for c in analysis.get("comparisons", []):
+        if (c["method"], c["baseline"], c["family"]) == (method, baseline, family):
+            return c
+    return None
+
+
+def _rsa_matched(comp: dict | None) -> dict | None:
+    """The matched rsa gap at the largest max_tokens, then the largest T."""
+    if not comp or not comp.get("matched"):
+        return None
+    key = lambda g: (int(g["cell"].split("|L")[1].split("|")[0]), int(g["cell"].split("|T")[1].split("|")[0]))  # noqa: E731
+    return max(comp["matched"], key=key)
+
+
+def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = None, strict: bool = True) -> list[dict]:
+    """One verdict row per published claim, from an analysis dict.
+
+    multiplier_max / pass@k: the "up to" pass@k coverage multiplier of claim_method vs baseline;
+    rel_pct_at_max_compute: the relative gap at the largest common compute of the two "all
+    primitives" frontiers (deployable families); abs_points / RSA: the matched-cell gap in RSA
+    population accuracy (pass@1) at the largest max_tokens and T. Verdicts from `stats.verdict`
+    (with the claim's null_value when strict); "not measured" when the quantity is missing.
+    """
+    base = analysis.get("baseline")
+    others = [m for m in analysis.get("methods", []) if m != base]
+    meth = claim_method or (others[0] if others else None)
+    ctx = analysis.get("context", {})
+    where = f"task {ctx['task']!r}" if ctx.get("task") else "this run's task"
+    unit = analysis.get("compute_col", "generated_tokens")
+    runs = analysis.get("train_runs") or {}
+    provisional = meth is not None and base is not None and is_provisional(
+        runs, meth, base, tuple(analysis.get("fixed_checkpoints") or ("base",)))
+    rows = []
+    for c in claims:
+        row = {"claim": c["id"], "description": c["description"], "published": c["value"], "unit": c["unit"],
+               "source": c["source"], "benchmark": c["benchmark"], "method": meth, "baseline": base,
+               "measured": None, "ci_lo": None, "ci_hi": None, "censored": False, "verdict": "not measured",
+               "train_runs": {m: int(runs.get(m, 1)) for m in (meth, base) if m is not None},
+               "provisional": provisional}
+        notes = [f"measured on {where} ({analysis.get('n_problems')} problems) with this run's models"]
+        if ctx.get("task") in BENCHMARK_TASKS.get(c["benchmark"], ()):
+            notes.append(f"the benchmark of the published figure; the paper's setup ({PAPER_SETUP}) may still "
+                         f"differ from this run's models")
+        else:
+            notes.append(f"the published figure is for another benchmark ({c['benchmark']}) and setup "
+                         f"({PAPER_SETUP}), so this checks the direction and size of the effect here, not the "
+                         f"published number")
+        n_context = len(notes)
+        est, censored = None, False
+        if meth is None or base is None:
+            notes.append("no baseline to compare with")
+        elif c["statistic"] == "multiplier_max":
+            comp = find_comparison(analysis, meth, base, c["metric"])
+            if comp:
+                est, censored = comp["multiplier_max"], bool(comp["multiplier_max"]["censored"])
+                notes.append(f"compute = {unit}; " + stats.MAX_WARNING)
+                if censored:
+                    notes.append("a lower bound: the baseline never reaches that accuracy within the grid")
+        elif c["statistic"] == "rel_pct_at_max_compute":
+            comp = find_comparison(analysis, meth, base, "all")
+            if comp and comp["gap"]["at_max_compute"]:
+                g = comp["gap"]["at_max_compute"]
+                est = g["rel_pct"]
+                notes.append(f"our reading: relative accuracy gap at the largest common {unit} "
+                             f"({g['compute']:.4g}) of the envelopes over maj@k / aggregate / rsa / rsa_maj "
+                             f"(pass@k left out: oracle selection)")
+        elif c["statistic"] == "abs_points":
+            g = _rsa_matched(find_comparison(analysis, meth, base, "rsa"))
+            if g:
+                est = g["abs_points"]
+                notes.append(f"matched cell {g['cell']} (largest max tokens, then largest T): RSA population "
+                             f"accuracy {100 * g['method_mean']:.1f}% vs {100 * g['baseline_mean']:.1f}%")
+        else:
+            notes.append(f"statistic {c['statistic']!r} is not mapped to a measurement")
+        if est is not None and est.get("value") is not None:
+            lo, hi = est["ci"]
+            row.update(measured=est["value"], ci_lo=lo, ci_hi=hi, censored=censored,
+                       verdict=stats.verdict([lo, hi], c["value"], c["direction"], censored,
+                                             c["null_value"] if strict else None))
+            if strict and row["verdict"] == "inconclusive" and lo is not None and hi is not None:
+                notes.append(f"the CI reaches the no-effect value {c['null_value']} or is undefined")
+        elif meth is not None and base is not None and len(notes) == n_context:
+            notes.append("the needed cells are not in the store (or are undefined)")
+        if provisional:
+            notes.append(f"provisional: {PROVISIONAL_NOTE}")
+        row["note"] = NOTE_SEP.join(notes)
+        rows.append(row)
+    return rows
+
+
+
+
+def verdict_table(analysis: dict) -> pd.DataFrame:
+    """The claims rows of an analysis as a DataFrame (VERDICT_COLUMNS)."""
+    return pd.DataFrame(analysis.get("claims", []), columns=VERDICT_COLUMNS)
+
+
+def _num(x, unit: str) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.2f}x" if unit == "multiplier" else f"{x:+.1f}%" if unit == "percent" else f"{x:+.1f} pts"
+
+
+def runs_text(row) -> str:
+    """'3 vs 3' training runs of the method vs the baseline, '(provisional)' added for one run."""
+    tr = row.get("train_runs") if isinstance(row, dict) else getattr(row, "train_runs", None)
+    prov = row.get("provisional") if isinstance(row, dict) else getattr(row, "provisional", False)
+    text = " vs ".join(str(v) for v in (tr or {}).values()) or "n/a"
+    return f"{text} (provisional)" if prov else text
+
+
+def interval_text(analysis: dict) -> str:
+    """How this analysis's intervals were made, in one sentence."""
+    boot = analysis.get("bootstrap") or {}
+    runs = analysis.get("train_runs") or {}
+    head = f"{boot.get('B')} paired bootstrap resamples over {analysis.get('n_problems')} problems"
+    if boot.get("resampled") == "training runs, then problems":
+        per = ", ".join(f"{m} {r}" for m, r in runs.items())
+        return (f"{head} and, within each method, its training runs ({per}): the two-level bootstrap, so "
+                f"the intervals include training variance")
+    return f"{head}, one training run per method ({PROVISIONAL_NOTE})"
+
+
+def format_verdicts(analysis: dict) -> str:
+    """A plain-text verdict table for the terminal, then the notes (each distinct note once)."""
+    t = verdict_table(analysis)
+    head = f"Claims vs measured ({analysis.get('compute_col')}; {interval_text(analysis)})"
+    lines = [head, f"{'claim':32s} {'published':>10s} {'measured':>10s} {'95% CI':>24s} {'runs':>18s}  verdict"]
+    for r in t.itertuples(index=False):
+        meas = ("≥ " if r.censored else "") + _num(r.measured, r.unit)
+        ci = f"[{_num(r.ci_lo, r.unit)}, {_num(r.ci_hi, r.unit)}]" if r.measured is not None else ""
+        lines.append(f"{r.claim:32s} {_num(r.published, r.unit):>10s} {meas:>10s} {ci:>24s} {runs_text(r):>18s}"
+                     f"  {r.verdict}")
+    if len(t):
+        lines.append(f"method {t.method.iloc[0]} vs baseline {t.baseline.iloc[0]}; verdicts: CI vs the published "
+                     f"value, 'inconclusive' when the CI also reaches the no-effect value. Notes:")
+        seen: set = set()
+        for r in t.itertuples(index=False):      # each distinct note segment once
+            for seg in str(r.note).split(NOTE_SEP):
+                if seg not in seen:
+                    seen.add(seg)
+                    lines.append(f"  [{r.claim}] {seg}")
+    return "\n".join(lines)
