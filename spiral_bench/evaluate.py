@@ -10,8 +10,9 @@ claim verdicts (`analysis.json`).
   comparisons are paired by problem; with one run per method it is the one-level problem bootstrap
   (`stats.PairedBootstrap`, same draws). A point estimate is the mean over runs and problems. A
   run whose sweep lacks grid points the method's fullest run has is left out (named in warnings).
-- variance_split (with two or more runs of some method): for each matched gap, the "up to"
-  multiplier and the relative gap at the largest common compute, the between-run vs
+- variance_split (with two or more runs of some method): for the key statistics of the claims
+  (every matched rsa gap; the "up to" multiplier and the relative gap at the largest common
+  compute of families pass@k and all), the between-run vs
   between-problem share of its bootstrap variance and the runs needed for the CI to exclude 0.
 - curves[method][family]: per point mean accuracy and mean compute with percentile CIs; the
   family's curve is the monotone envelope over all its points (all max_tokens and k).
@@ -251,11 +252,11 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
             for c in shared:
                 i, j = idm.index(c), idb.index(c)
                 g = {"cell": c, **_matched_gap(pam[i], pab[j], ram[:, i], rab[:, j], level)}
-                if two_level:
+                if two_level and fam == "rsa":      # the key matched gaps: the RSA pass@1 claims
                     g["variance_split"] = split(m, fam, lambda r, i=i, j=j: 100.0 * (r[0][:, i] - r[2][:, j]),
                                                 g["abs_points"]["value"])
                 res["matched"].append(g)
-            if two_level:
+            if two_level and fam in ("pass@k", "all"):   # the key statistics of the claims
                 res["variance_split"] = {
                     "multiplier_max": split(m, fam, lambda r: stats.multiplier_max(r[3], r[2], r[1], r[0])["value"],
                                             None),

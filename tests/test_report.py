@@ -245,6 +245,68 @@ def test_several_runs_one_report(runs, tmp_path):
     assert md.count("### Missing") == 2 and set(res["missing"]) == {str(runs["partial"]), str(runs["empty"])}
 
 
+def test_two_training_runs_per_method_and_a_finished_run_reads_as_finished(tmp_path):
+    """A run with 2 training runs per method (grpo, spiral; run 1 weaker, so the runs differ): the
+    verdict table has the training-runs column and no provisional mark, the variance split table
+    is there, the figure draws each run; the summary names the task and steps when run.yaml leaves
+    them to the training config (task None, steps None), and the 'report' stage that is open while
+    the report renders is not listed missing."""
+    d = make_run(tmp_path / "two", analysis=False, run_yaml_extra={"task": None, "steps": None, "train_seeds": 2})
+    cells = cell_frame(("base", "grpo", "spiral"))
+    weaker = cells[cells.method != "base"].copy()
+    weaker["train_run"] = 1
+    weaker["correct"] = np.where(weaker.problem_id.isin([f"p{p:02d}" for p in range(0, P, 3)]), 0.0, weaker.correct)
+    cells = pd.concat([cells.assign(train_run=0), weaker], ignore_index=True)
+    a = analyze_cells(cells, ["base", "grpo", "spiral"], "grpo", B=200, seed=0, claim_method="spiral",
+                      context={"grid": "smoke"})
+    write_analysis(a, d)
+    for m in ("grpo", "spiral"):
+        shutil.copytree(d / "train" / m, d / "train" / f"{m}-run1")
+        (d / "train" / m / "config.yaml").write_text(yaml.safe_dump({"method": m, "seed": 0, "steps": 30}))
+    man = json.loads((d / "manifest.json").read_text())
+    man["task"] = {"name": "arithmetic", "options": {}}
+    man["stages"]["report"] = {"seconds": 0.0, "status": "running"}
+    (d / "manifest.json").write_text(json.dumps(man))
+    res = write_report(d, tmp_path / "out")
+    md = res["md"].read_text()
+    assert res["missing"][str(d)] == [] and "Nothing missing" in md and "part(s) of this run are missing" not in md
+    assert "| task | arithmetic |" in md and "| training steps | 30 |" in md
+    assert "| training runs per method | base 1, grpo 2, spiral 2 |" in md
+    ver = md[md.index("### Verdicts"):md.index("### Accuracy vs compute")]
+    assert "| training runs |" in ver and "(provisional)" not in ver
+    for r in verdict_table(a).itertuples(index=False):
+        line = next(ln for ln in ver.splitlines() if ln.startswith(f"| {r.claim} |"))
+        assert line.rstrip(" |").endswith(f"| 2 vs 2 | {r.verdict}")
+    assert "#### Variance split: training runs vs problems" in ver and "matched gap rsa\\|L24" in ver
+    assert "Every row: measured on" in ver and ver.count("measured on this run's task") == 1
+    assert "V[r]/R" in ver                                              # the formula, stated in the report
+    # one training run: every row provisional, the reason said
+    one = tmp_path / "one"
+    make_run(one)
+    md1 = write_report(one, tmp_path / "out1")["md"].read_text()
+    assert md1.count("1 vs 1 (provisional)") == len(verdict_table(a))
+    assert "1 training run: the interval leaves out training variance" in md1
+
+
+def test_each_training_run_is_drawn_faintly_behind_the_pooled_curve(tmp_path):
+    from spiral_bench.report import figures as F
+
+    a = {"methods": ["spiral"], "curves": {"spiral": {"pass@k": [
+        {"compute": {"mean": c}, "accuracy": {"mean": acc, "ci": [acc - .1, acc + .1]}, "on_frontier": True,
+         "runs": [{"train_run": 0, "compute": c, "accuracy": acc - .05},
+                  {"train_run": 1, "compute": c, "accuracy": acc + .05}]}
+        for c, acc in ((10.0, .2), (20.0, .4), (40.0, .5))]}}, "frontier": {}}
+    lines = []
+    real = F._run_lines
+    F._run_lines = lambda ax, pts, color: lines.append(len({r["train_run"] for p in pts for r in p["runs"]})) or \
+        real(ax, pts, color)
+    try:
+        assert F.accuracy_vs_compute(a, tmp_path) is not None
+    finally:
+        F._run_lines = real
+    assert lines == [2]
+
+
 def _chromium_check(html_path: Path, shot: Path, n_figures: int) -> None:
     pw = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     if not CHROMIUM.exists():

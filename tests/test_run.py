@@ -198,3 +198,17 @@ def test_train_seeds_trains_and_sweeps_every_run_and_resamples_them(smoke_run):
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(SMOKE_RUN_ARGS + ["--train-seeds", "2", "--out", str(out)]) == 0
     pd.testing.assert_frame_equal(pd.read_parquet(new_dir / "cells.parquet"), before)
+
+
+def test_train_seeds_one_keeps_the_run_folder_and_n_is_in_the_command():
+    """train_seeds = 1 (the default) leaves the run hash as it was before the field existed, so an
+    existing run folder is found and resumed; N > 1 is another run, and its command says so."""
+    from spiral_bench.config import config_hash, to_dict
+    from spiral_bench.run import run_hash
+
+    cfg = RunConfig()
+    old = {k: v for k, v in to_dict(cfg).items() if k != "train_seeds"}
+    assert run_hash(cfg) == config_hash(old) and run_hash(RunConfig(train_seeds=3)) != run_hash(cfg)
+    assert "--train-seeds" not in command_for(cfg, "results")
+    args = build_parser().parse_args(shlex.split(command_for(RunConfig(train_seeds=3), "results"))[1:])
+    assert args.train_seeds == 3
