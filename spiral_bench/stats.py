@@ -6,8 +6,11 @@ cell, so comparisons are paired. Replicate means are one matrix product, W @ X /
 per-problem values X (P, C). CIs are percentile intervals [q_{(1-level)/2}, q_{(1+level)/2}] of
 the replicates (NaN replicates ignored). Nonlinear statistics (multipliers, gaps) are computed on
 every replicate's curves (`compare_curves`). With several training runs per method, the replicates
-come from the two-level bootstrap of `spiral_bench.seed_stats` (runs within each method, then the
-same shared problem counts), which reduces to this one with one run per method.
+come from the two-level bootstrap of `spiral_bench.seed_stats`: for method m with R_m runs and
+values X_m (R_m, P, C), replicate b's mean is sum_r (V_m[b, r] / R_m) sum_p (W[b, p] / P) X_m[r, p, :],
+V_m[b] the counts of R_m draws with replacement from m's runs (drawn per method, after W), W the
+problem counts above (shared by every method and run); with one run per method (V = 1) it is
+exactly this one-level bootstrap, with the same draws.
 
 Curves: points (compute c_j, accuracy a_j) -> sorted by compute, made monotone by a running max
 (the best accuracy reachable with at most that compute), interpolated linearly in log compute;
