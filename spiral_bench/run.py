@@ -8,10 +8,11 @@ Stages (each resumes after a kill, because each underlying step does):
 2. `train_<method>` for the requested method and, unless `baseline: false`, the matched GRPO
    baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
    with TrainConfig.seed = seed + i (data order, sampling and LoRA init all follow it), staged and
-   linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in `<out>/train/<method>-<config hash>/` (shared by every run under
-   the same results root, so an identical config is trained once and reused); the run folder links
-   to them as `train/<method>`. Matched compute is checked on the logged generated tokens per
-   prompt (`check_pairing`, `tolerance`): refused unless `allow_unmatched`.
+   linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in
+   `<out>/train/<method>-<config hash>/` (shared by every run under the same results root, so an
+   identical config is trained once and reused); the run folder links to them as `train/<label>`.
+   Matched compute is checked on the logged generated tokens per prompt (`check_pairing`,
+   `tolerance`), for every run i of spiral against run i of grpo: refused unless `allow_unmatched`.
 3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
    `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
    swept with seed + i and its cells carry train_run = i under the method's own name.
