@@ -101,8 +101,10 @@ class TwoLevelBootstrap:
         x = self._check(method, values)
         R, P = x.shape[:2]
         flat = x.reshape(R, P, -1)
-        if resample in ("both", "problems"):
-            per_run = np.einsum("bp,rpk->rbk", self.problems.counts / P, flat)    # (R, B, K)
+        if resample in ("both", "problems"):           # each run on the shared problem resampling (R, B, K)
+            per_run = np.stack([self.problems.means(flat[r]) for r in range(R)])
+            if R == 1:                                   # exactly the one-level bootstrap's numbers
+                return per_run[0].reshape((self.B,) + x.shape[2:])
         elif resample == "runs":
             per_run = np.broadcast_to(flat.mean(axis=1)[:, None, :], (R, self.B, flat.shape[-1]))
         else:
