@@ -35,6 +35,7 @@ Algorithm (per batch of at most `batch_size` sequences, requests sorted by promp
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Sequence
 
@@ -109,6 +110,13 @@ def select_tokens(logits: torch.Tensor, seeds: torch.Tensor, step: int, temperat
     if entropy:
         return tokens, lp, -(logp.exp() * logp).sum(-1)
     return tokens, lp
+
+
+def cache_kwarg(model) -> str:
+    """Name of the KV-cache argument of `model`'s forward: "cache" from transformers 5.24 on (where
+    `past_key_values` is deprecated, to be removed in 5.40), else "past_key_values"."""
+    params = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -297,6 +305,7 @@ class Sampler:
         self.eos = torch.tensor(sorted(eos) or [-1], device=self.device)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.fast_masks = fast_masks
+        self.cache_kw = cache_kwarg(model)
         self._strs: list[str] | None = None
 
     def token_strings(self) -> list[str]:
@@ -366,7 +375,7 @@ class Sampler:
                 kvm[:, :P] = valid
                 on = 1
             logits = model(input_ids=ids, attention_mask=pre_mask, position_ids=pos,
-                           past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                           **{self.cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
             # shared-prefix sampling: the fast step reads each prompt's K/V once for all of its
             # samples (_SharedPrefix); otherwise the prompt cache is fanned out to the samples
             r = torch.tensor(rep, device=dev)
@@ -429,7 +438,7 @@ class Sampler:
                     continue
                 logits = model(input_ids=tok[:, None],
                                attention_mask={"full_attention": m[:, None, None, :]} if attn.active else m,
-                               position_ids=(next_pos + t)[:, None], past_key_values=cache,
+                               position_ids=(next_pos + t)[:, None], **{self.cache_kw: cache},
                                use_cache=True).logits[:, -1]
         return self._finish(units, tokens, logps, ents, length, stopped, stops)
 

@@ -1,5 +1,8 @@
-"""Packaging: the wheel adds one top-level name; CI runs exactly the README's test command."""
+"""Packaging: the wheel adds one top-level name; CI runs exactly the README's test command, then the
+unit tests at the declared dependency floors, and refuses to run without the data folder."""
+import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,6 +32,37 @@ def test_ci_runs_the_readme_test_command():
               if l.startswith("python3 -m venv") and "pytest" in l)
     readme = (ROOT / "README.md").read_text()
     assert ci in readme, f"README must contain the exact CI test command:\n{ci}"
+
+
+def test_ci_runs_the_unit_tests_at_the_declared_floors():
+    """After the README's test command and before the slow tests, .ci/run runs .ci/min_versions:
+    a fresh environment with the constraints from .ci/min_constraints.py, then the unit tests."""
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
+             if l.strip() and not l.lstrip().startswith("#")]
+    readme = next(i for i, l in enumerate(lines) if l.startswith("python3 -m venv") and "pytest" in l)
+    assert lines.index(".ci/min_versions") == readme + 1
+    assert "-m slow" in lines[readme + 2]
+    step = (ROOT / ".ci" / "min_versions").read_text()
+    assert re.search(r"min_constraints\.py .*-o \"\$venv/constraints\.txt\"", step)
+    assert re.search(r'pip" install -q -c "\$venv/constraints\.txt" -e "\.\[dev\]"', step)
+    assert step.rstrip().splitlines()[-1].endswith('"$venv/bin/python" -m pytest -q')
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_ci_stops_first_thing_without_the_data_folder(tmp_path, explicit):
+    """A missing $SPIRAL_BENCH_DATA (default: ../shared/data beside the clone) fails CI at once with
+    a message naming the folder, before anything is installed."""
+    clone = tmp_path / "clone"
+    (clone / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", clone / ".ci" / "run")
+    env = {k: v for k, v in os.environ.items() if k != "SPIRAL_BENCH_DATA"}
+    missing = tmp_path / "nowhere" if explicit else tmp_path / "shared" / "data"
+    if explicit:
+        env["SPIRAL_BENCH_DATA"] = str(missing)
+    r = subprocess.run(["bash", str(clone / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"SPIRAL_BENCH_DATA={missing} does not exist" in r.stderr
+    assert not (clone / ".venv").exists()
 
 
 def test_cli_help_runs():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 from spiral_bench.config import ConfigError, option
@@ -45,7 +46,10 @@ def apply_lora(model, settings: LoraSettings, seed: int = 0):
         raise ImportError("lora.r > 0 needs peft: pip install peft") from e
     cfg = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                      target_modules=list(settings.targets), bias="none", task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))), warnings.catch_warnings():
+        # peft (<= 0.21) reads `model.is_gradient_checkpointing`, deprecated in transformers 5.x
+        # (FutureWarning): peft's call, not ours, and nothing to change on our side
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         torch.manual_seed(seed)
         return get_peft_model(model, cfg)
 
