@@ -56,7 +56,10 @@ def _test_tasks():
     """Register this file's two test tasks for its tests only."""
     from spiral_bench.tasks.base import _REGISTRY
     register("lmeval_parity")(FirstCharParity)
-    register("lmeval_fake")(lambda **_: FakeTask(answers=FAKE_ANSWERS))
+    def lmeval_fake(**_):
+        """A FakeTask with scripted answers."""
+        return FakeTask(answers=FAKE_ANSWERS)
+    register("lmeval_fake")(lmeval_fake)
     yield
     _REGISTRY.pop("lmeval_parity", None)
     _REGISTRY.pop("lmeval_fake", None)

@@ -77,13 +77,14 @@ def test_rerun_resumes_without_redoing_work(smoke_run):
     metrics_before = {m: (run_dir / "train" / m / "metrics.jsonl").read_text() for m in ("grpo", "spiral")}
     man_before = json.loads((run_dir / "manifest.json").read_text())
     out = run_dir.parent
+    runs_before = {p for p in out.iterdir() if (p / "run.yaml").is_file()}
     argv = shlex.split(command_for(cfg, out))[1:] + ["--no-progress"]
     assert main(argv) == 0
     man = json.loads((run_dir / "manifest.json").read_text())
     assert man["started"] == man_before["started"] and man["run_hash"] == man_before["run_hash"]
     assert {m: (run_dir / "train" / m / "metrics.jsonl").read_text() for m in ("grpo", "spiral")} == metrics_before
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "cells.parquet"), cells_before)
-    assert len([p for p in out.iterdir() if (p / "run.yaml").is_file()]) == 1   # same folder, not a new one
+    assert {p for p in out.iterdir() if (p / "run.yaml").is_file()} == runs_before   # same folder, not a new one
 
 
 def test_command_for_round_trips_through_the_cli(smoke_run):

@@ -34,6 +34,7 @@ from fakes import FakeTask  # noqa: E402
 
 
 class Toy7(FakeTask):
+    """A fake task for the trainer tests (tests/fakes.py FakeTask, registered as toy7)."""
     name = "toy7"
 
     def reward(self, problem, completion):

@@ -105,7 +105,7 @@ def _band(ax, x, mean, lo, hi, color, label, marker="o", dodge: float = 1.0):
         x = x * dodge
     ax.plot(x, mean, marker=marker, ms=3, lw=1.5, color=color, label=label)
     if ok.sum() == 1 and len(x) == 1:  # a band needs two points: show the CI as an error bar
-        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=color, capsize=3, lw=1)
+        ax.errorbar(x, mean, yerr=np.vstack([mean - lo, hi - mean]), color=color, capsize=3, lw=1)
     elif ok.any():
         ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.2, lw=0)
 
