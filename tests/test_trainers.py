@@ -79,6 +79,7 @@ LAUNCHER = textwrap.dedent("""
     from spiral_bench.trainers.train_config import TrainConfig
 
     class Toy7(FakeTask):
+        "toy7, slowed down."
         name = "toy7"
         def reward(self, problem, completion):
             time.sleep(float(sys.argv[3]))  # slows the run down so the test can kill it mid-way
@@ -345,6 +346,7 @@ def test_resume_after_kill9_gives_identical_weights(tmp_path):
     deadline = time.time() + 120
     while not (run / "checkpoint" / "trainer_state.pt").exists() and time.time() < deadline and p.poll() is None:
         time.sleep(0.05)
+    assert p.poll() is None, f"the run to be killed exited by itself with status {p.returncode}"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     assert not (run / "final").exists(), "the run finished before it was killed"
