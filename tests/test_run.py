@@ -20,7 +20,7 @@ from spiral_bench.sweep import load_cells
 
 def test_smoke_run_end_to_end(smoke_run):
     run_dir, stdout, seconds = smoke_run
-    assert seconds < 180, f"smoke run took {seconds:.0f} s"
+    assert seconds < 600, f"smoke run took {seconds:.0f} s"   # catches a hang; ~100 s on 2 idle cores
     for f in ("run.yaml", "manifest.json", "analysis.json", "cells.parquet", "report.html", "report.md"):
         assert (run_dir / f).is_file() and (run_dir / f).stat().st_size > 0, f
     assert str(run_dir / "report.html") in stdout
