@@ -84,10 +84,11 @@ def readme_docs(text: str) -> list[Doc]:
     return docs
 
 
-def subparsers() -> dict:
-    from spiral_bench.cli import build_parser
+def subparsers(parser=None) -> dict:
+    """{name: subparser} of `parser` (default: the `spiral-bench` parser)."""
     import argparse
-    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    from spiral_bench.cli import build_parser
+    (action,) = [a for a in (parser or build_parser())._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(action.choices)
 
 
@@ -259,10 +260,9 @@ def test_synopsis_matches_the_parser(doc):
     assert words[1] in parsers, f"{doc.where}: no subcommand {words[1]!r}"
     parser = parsers[words[1]]
     if words[1] == "tasks" and len(words) > 2:
-        import argparse
-        (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        assert words[2] in action.choices, f"{doc.where}: no `tasks {words[2]}`"
-        parser = action.choices[words[2]]
+        nested = subparsers(parser)
+        assert words[2] in nested, f"{doc.where}: no `tasks {words[2]}`"
+        parser = nested[words[2]]
     if words[1] == "lm-eval":
         return  # lm-eval's own flags
     options = {o: a for a in parser._actions for o in a.option_strings}
