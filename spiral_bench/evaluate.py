@@ -38,6 +38,8 @@ atomically (non-finite numbers as null).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import gc
 import json
 import math
@@ -333,46 +335,86 @@ def analyze_run(out_dir, methods: list[str] | None = None, baseline: str | None 
 
 
 # ------------------------------------------------------------------------------- evaluate
-def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str = "hf"):
-    """The generation backend for a checkpoint (`backends.factory.get_backend`): "hf" (default) or
-    "vllm" (GPU, its own environment; vllm picks the device itself).
+# Engine options `run_pipeline` does not pass itself (chat_template, system_prompt, vllm): the CLI
+# sets them for the duration of one command with `engine_options(...)`; explicit arguments win.
+_ENGINE_DEFAULTS: contextvars.ContextVar[dict] = contextvars.ContextVar("engine_defaults", default={})
 
-    HFBackend declares `prefix_consistent = True` (see its class), so the sweep draws one pool at
-    the largest max-token level and cuts it for the smaller ones.
+
+@contextlib.contextmanager
+def engine_options(**opts):
+    """Defaults for `make_backend`'s chat_template, system_prompt and vllm options inside the block."""
+    token = _ENGINE_DEFAULTS.set({k: v for k, v in opts.items() if v is not None})
+    try:
+        yield
+    finally:
+        _ENGINE_DEFAULTS.reset(token)
+
+
+def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str = "hf",
+                 chat_template: str | None = None, system_prompt: str | None = None, vllm=None):
+    """The generation backend for a checkpoint (`backends.factory.get_backend`): "hf" (default) or
+    "vllm" (its own environment; vllm picks the device itself; `vllm` is a `VLLMOptions`), with its
+    prompts rendered through the model's chat template (`chat.with_chat`; chat_template "auto"
+    (default), "none" or a template file, and an optional system prompt).
+
+    Both backends declare `prefix_consistent = True` (see their classes), so the sweep draws one
+    pool at the largest max-token level and cuts it for the smaller ones.
     """
     from .backends.factory import get_backend
+    from .chat import with_chat
 
+    d = _ENGINE_DEFAULTS.get()
+    chat_template = chat_template or d.get("chat_template", "auto")
+    system_prompt = system_prompt if system_prompt is not None else d.get("system_prompt")
     if backend == "vllm":
-        return get_backend("vllm", str(path), dtype=dtype)
-    return get_backend(backend, str(path), device=device, dtype=dtype)
+        engine = get_backend("vllm", str(path), dtype=dtype, options=vllm or d.get("vllm"))
+    else:
+        engine = get_backend(backend, str(path), device=device, dtype=dtype)
+    try:
+        return with_chat(engine, chat_template, system_prompt)
+    except Exception:
+        close_backend(engine)
+        raise
+
+
+def close_backend(engine) -> None:
+    """Shut an engine down and release its memory (vllm: `close()`; hf: dropped and collected)."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+    del engine
+    gc.collect()
 
 
 def sweep_checkpoint(path, label: str, task, problems, grid, out_dir, seed: int = 0, device: str = "cpu",
                      dtype: str = "float32", progress: bool = True, sampling=None, backend: str = "hf",
-                     train_run: int = 0):
+                     train_run: int = 0, **engine_opts):
     """Sweep one checkpoint (a path, tiny preset or hub id) under `label` into out_dir's cell store
-    (`sweep.run_sweep`, resumable) as training run `train_run` of that label; frees the model
-    afterwards. Returns its rows."""
+    (`sweep.run_sweep`, resumable) as training run `train_run` of that label, with one engine for
+    the whole sweep; shuts the engine down and frees its memory afterwards. engine_opts:
+    chat_template, system_prompt, vllm (`make_backend`). Returns its rows."""
     from .sweep import run_sweep
 
-    engine = make_backend(path, device=device, dtype=dtype, backend=backend)
+    engine = make_backend(path, device=device, dtype=dtype, backend=backend, **engine_opts)
     try:
         return run_sweep(engine, task, problems, grid, label, out_dir, seed=seed, progress=progress,
                          sampling=sampling, train_run=train_run)
     finally:
+        close_backend(engine)
         del engine
-        gc.collect()
 
 
 def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str = "cpu", dtype: str = "float32",
              progress: bool = True, baseline_label: str | None = None, sampling=None, B: int = 2000,
              compute_col: str = "generated_tokens", split: str = "test", problems_seed: int = 0,
-             claim_method: str | None = None, backend: str = "hf") -> dict:
+             claim_method: str | None = None, backend: str = "hf", **engine_opts) -> dict:
     """Sweep every checkpoint ({label: path or tiny preset}) over `grid` on `task` into one cell
     store under out_dir, then analyse it and write out_dir/analysis.json. Resumable.
 
     task: a Task or a registered name; grid: a BudgetGrid, preset name or YAML path;
-    baseline_label: default the last label when there are two or more (none with one label).
+    baseline_label: default the last label when there are two or more (none with one label);
+    engine_opts: chat_template, system_prompt, vllm (`make_backend`), one engine per checkpoint,
+    each shut down before the next starts.
     Returns the analysis dict.
     """
     from .sweep import BudgetGrid, load_cells, load_grid, select_problems
@@ -392,7 +434,7 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
     reset_grader_errors()
     for label, path in checkpoints.items():
         sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
-                         progress=progress, sampling=sampling, backend=backend)
+                         progress=progress, sampling=sampling, backend=backend, **engine_opts)
     cells = load_cells(out_dir)
     context = {"task": getattr(task, "name", type(task).__name__), "grid": grid.name, "seed": seed,
                "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "split": split}

@@ -119,7 +119,11 @@ def reproduce(run_dir, out_dir, cache_dir=None) -> pd.DataFrame:
     new = dst / src.name
     if new == src or src in new.parents:
         raise ValueError(f"reproduce --out must lie outside the run folder it reproduces ({src})")
-    run_pipeline(load_run_config(src), dst, progress=False, cache_dir=cache_dir, run_dir=new)
+    from spiral_bench.evaluate import engine_options
+    from spiral_bench.run import engine_options_of
+    cfg = load_run_config(src)
+    with engine_options(**engine_options_of(cfg)):
+        run_pipeline(cfg, dst, progress=False, cache_dir=cache_dir, run_dir=new)
     df = compare_runs(src, new)
     df.attrs["new_run_dir"] = str(new)
     return df

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import yaml
 
+from .backends.vllm_options import VLLMOptions
 from .config import ConfigError, build, config_hash, option, to_dict
 from .fileio import write_json
 
@@ -79,6 +80,10 @@ class RunConfig:
                                      "training config's device)")
     dtype: str = option("float32", choices=("float32", "bfloat16"), help="dtype of sampling in the sweep")
     bootstrap: int = option(2000, min=10, help="paired bootstrap resamples")
+    chat_template: str = option("auto", help="sweep prompts through the model's chat template: auto (when "
+                                "the tokenizer has one), none, or a Jinja template file")
+    system_prompt: str | None = option(None, help="system message of the chat template (None: none)")
+    vllm: VLLMOptions = option(default_factory=VLLMOptions, help="vllm backend engine options")
     train_seeds: int = option(1, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
                                              "the intervals resample them (two-level bootstrap); 1 = provisional "
                                              "verdicts")
@@ -91,12 +96,32 @@ class RunConfig:
 
 
 def run_hash(cfg: RunConfig, n: int = 12) -> str:
-    """config_hash of the RunConfig, train_seeds left out when it is 1 (so a run made before the
-    field existed keeps its folder)."""
-    d = to_dict(cfg)
-    if d.get("train_seeds") == 1:
-        del d["train_seeds"]
+    """config_hash of the RunConfig, the fields added later (train_seeds, chat_template,
+    system_prompt, vllm) left out at their defaults (so a run made before they existed keeps its
+    folder)."""
+    d, default = to_dict(cfg), to_dict(RunConfig())
+    for key in ("train_seeds", "chat_template", "system_prompt", "vllm"):  # fields added later
+        if d.get(key) == default[key]:
+            del d[key]
     return config_hash(d, n)
+
+
+def engine_options_of(cfg: RunConfig) -> dict:
+    """The sweep's engine options of a run (`evaluate.engine_options` wraps `run_pipeline` in them)."""
+    return {"chat_template": cfg.chat_template, "system_prompt": cfg.system_prompt, "vllm": cfg.vllm}
+
+
+def vllm_flags(opts: VLLMOptions) -> list[str]:
+    """The `spiral-bench run` flags that give these vllm options."""
+    d, out = VLLMOptions(), []
+    for f in ("tensor_parallel_size", "data_parallel_size", "max_model_len", "gpu_memory_utilization",
+              "lora", "max_lora_rank"):
+        if getattr(opts, f) != getattr(d, f):
+            out += ["--" + f.replace("_", "-"), str(getattr(opts, f))]
+    if not opts.enable_prefix_caching:
+        out.append("--no-prefix-caching")
+    out += [a for k, v in sorted(opts.engine_args.items()) for a in ("--engine-arg", f"{k}={json.dumps(v)}")]
+    return out
 
 
 def run_label(method: str, run: int) -> str:
@@ -132,12 +157,14 @@ def command_for(cfg: RunConfig, out: str | os.PathLike) -> str:
         args += ["--opt", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
     flags = {"model": "--model", "train_config": "--config", "steps": "--steps", "seed": "--seed",
              "tolerance": "--tolerance", "backend": "--backend", "device": "--device", "dtype": "--dtype",
-             "bootstrap": "--bootstrap", "train_seeds": "--train-seeds"}
+             "bootstrap": "--bootstrap", "train_seeds": "--train-seeds", "chat_template": "--chat-template",
+             "system_prompt": "--system-prompt"}
     for f, flag in flags.items():
         if getattr(cfg, f) != getattr(d, f):
             args += [flag, str(getattr(cfg, f))]
     for k, v in sorted(cfg.train_overrides.items()):
         args += ["--set", f"{k}={json.dumps(v) if not isinstance(v, str) else v}"]
+    args += vllm_flags(cfg.vllm)
     if not cfg.baseline:
         args.append("--no-baseline")
     if cfg.allow_unmatched:

