@@ -7,7 +7,8 @@
 request is drawn with seed `sample_seed(request.seed, j)` (Gumbel-max with per-sample
 counter-based noise), so results do not depend on batching. Log-probs follow the convention
 documented in `spiral_bench.sampling` (log_softmax(logits / T) at the chosen token, no top-k/top-p
-renormalisation).
+renormalisation). `encode(text)` gives a prompt's token ids as the sampler encodes them, and
+`last_prompt_ids` those of the last call's prompts (the vllm backend has both too).
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ class HFBackend:
             model = model.to(device)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.sampler = Sampler(model, tokenizer)
+        self.last_prompt_ids: list[list[int]] = []  # the prompt ids of the last generate call
+
+    def encode(self, text: str) -> list[int]:
+        """Prompt token ids, as the sampler encodes a prompt (no special tokens added)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: str = "float32", device: str = "cpu",
@@ -48,6 +54,7 @@ class HFBackend:
                  progress: bool = False) -> list[list[Sample]]:
         was_training = self.model.training
         self.model.eval()
+        self.last_prompt_ids = [self.encode(r.prompt) for r in requests]
         try:
             return self.sampler.generate(requests, sampling, progress=progress)
         finally:
