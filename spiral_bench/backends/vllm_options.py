@@ -52,7 +52,8 @@ class VLLMOptions:
         if self.lora is not None:
             kw["enable_lora"] = True
             kw["max_lora_rank"] = self.max_lora_rank or adapter_rank(self.lora)
-        clash = sorted(set(kw) & set(self.engine_args))
+        own = {f.name for f in dataclasses.fields(self)} | {"enable_lora"}
+        clash = sorted(own & set(self.engine_args))
         if clash:
             raise ConfigError(f"vllm.engine_args: {clash} have their own option; set them there")
         return {**kw, **self.engine_args}
