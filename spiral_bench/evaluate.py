@@ -357,8 +357,9 @@ def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str
     prompts rendered through the model's chat template (`chat.with_chat`; chat_template "auto"
     (default), "none" or a template file, and an optional system prompt).
 
-    Both backends declare `prefix_consistent = True` (see their classes), so the sweep draws one
-    pool at the largest max-token level and cuts it for the smaller ones.
+    Where a backend declares `prefix_consistent` (hf always; vllm on its CPU platform, where it was
+    measured, or with VLLM_BATCH_INVARIANT=1), the sweep draws one pool at the largest max-token
+    level and cuts it for the smaller ones.
     """
     from .backends.factory import get_backend
     from .chat import with_chat

