@@ -92,4 +92,9 @@ def test_vllm_analysis_agrees_with_hf_within_sampling_noise(evals):
                 rel = abs(p["compute"]["mean"] - q["compute"]["mean"]) / p["compute"]["mean"]
                 worst, n = max(worst, rel), n + 1
     print(f"\nhf vs vllm: {n} curve points, intervals overlap; largest relative compute difference {worst:.3f}")
+    for b in ("vllm", "hf"):
+        for m in ("method", "baseline"):
+            pk = {p["k"]: p for p in a[b]["curves"][m]["pass@k"] if p["max_tokens"] == 24}
+            print(f"  {b:4s} {m:8s} L=24 " + " ".join(f"pass@{k}={pk[k]['accuracy']['mean']:.3f} "
+                                                     f"tokens={pk[k]['compute']['mean']:.1f}" for k in sorted(pk)))
     assert worst < 0.25
