@@ -25,6 +25,8 @@ def test_wheel_has_single_top_level_package(tmp_path):
         assert f"spiral_bench/{sub}/__init__.py" in names
     assert "spiral_bench/baselines/published.yaml" in names
     assert any(n.startswith("spiral_bench/presets/") and n.endswith(".yaml") for n in names)
+    for prompt in ("math_instruction.txt", "dataset_aggregation.txt", "tiny_chat_template.jinja"):
+        assert f"spiral_bench/prompts/{prompt}" in names
 
 
 def test_ci_runs_the_readme_test_command():
