@@ -209,3 +209,21 @@ def test_long_prompts_many_requests_seeded_and_greedy(engines, prompts):
     few = v.generate(_reqs(long[:2], 4, seed0=9), hot)
     assert [[s.token_ids for s in r] for r in few] == [[s.token_ids for s in r] for r in many[:2]]
     assert all(s.prompt_tokens > 900 for r in many for s in r)
+
+
+def test_data_parallel_replicas_give_the_same_samples(engines, prompts):
+    """--data-parallel-size 2: two engine replicas (processes), requests split between them; the
+    samples equal one engine's, and close() stops both."""
+    from spiral_bench.backends.factory import get_backend
+    from spiral_bench.backends.vllm_options import VLLMOptions
+    v, _ = engines
+    sc = SamplingConfig(temperature=1.0, max_new_tokens=24)
+    dp = get_backend("vllm", "tiny-1m", dtype="float32", options=VLLMOptions(data_parallel_size=2))
+    try:
+        assert len(dp.workers) == 2 and dp.prefix_consistent == v.prefix_consistent
+        got = dp.generate(_reqs(prompts, 3, seed0=5), sc)
+    finally:
+        dp.close()
+    want = v.generate(_reqs(prompts, 3, seed0=5), sc)
+    assert [[s.token_ids for s in r] for r in got] == [[s.token_ids for s in r] for r in want]
+    assert dp.workers == []

