@@ -50,21 +50,22 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .backends import Request, SamplingConfig, derive_seed
-    from .tasks import get_task
-
     from .evaluate import close_backend, make_backend
+    from .tasks import get_task
 
     task = get_task(args.task, **_task_options(args.opt, args.data_dir))
     backend = make_backend(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
                            **_engine_flags(args))
     try:
-        return _sample(args, task, backend, Request, SamplingConfig, derive_seed)
+        return _sample(args, task, backend)
     finally:
         close_backend(backend)
 
 
-def _sample(args, task, backend, Request, SamplingConfig, derive_seed) -> int:
+def _sample(args, task, backend) -> int:
+    """Sample and print traces of `args.problems` problems (the body of `sample`)."""
+    from .backends import Request, SamplingConfig, derive_seed
+
     stop = ("\n",) if task.procedural else ()
     sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens, stop=stop)
     problems = task.problems(args.split, n=args.problems, seed=args.seed)
