@@ -104,7 +104,9 @@ def cmd_run(args) -> int:
               "task_options": _task_options(args.opt, args.data_dir),
               "train_overrides": dict(parse_override(o) for o in (args.set or []))}
     cfg = build(RunConfig, {k: v for k, v in fields.items() if v is not None})
-    run_pipeline(cfg, args.out, progress=not args.no_progress)
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit(f"spiral-bench run: --jobs must be >= 1 (got {args.jobs})")
+    run_pipeline(cfg, args.out, progress=not args.no_progress, jobs=args.jobs)
     return 0
 
 
@@ -219,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="independent training runs per method, seeds SEED .. SEED+N-1 (default 1); the "
                         "intervals then include training variance (two-level bootstrap: runs, then problems); "
                         "with 1 the verdicts are provisional")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="trainings and sweeps run N at a time in worker processes, each with CPU cores / N "
+                        "torch threads (default: one per core, at most 4, on the CPU; 1 on a GPU or with "
+                        "vllm); 1 = all in this process. Not part of the run's config or folder")
     r.add_argument("--out", default="results", help="results root (default results/)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--backend", default=None, choices=("hf", "vllm"), help="sweep backend (default hf)")

@@ -16,6 +16,11 @@ Stages (each resumes after a kill, because each underlying step does):
 3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
    `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
    swept with seed + i and its cells carry train_run = i under the method's own name.
+   Stages 2-3 form a dependency graph (a sweep needs its training run and, for a spiral/grpo pair,
+   their matched-compute gate; sweep_base needs only the base) run by `jobs.run_jobs`: on the CPU
+   `jobs` worker processes at once (default one per core, at most 4), each with cores / jobs torch
+   threads; `jobs=1` runs them in this process in the order listed. The manifest lists every stage
+   up front ("pending") and records the execution ("workers", "threads_per_worker", "wall_seconds").
 4. `analysis`: `evaluate.analyze_cells` -> analysis.json, the two-level bootstrap over the runs
    (`seed_stats`). Baseline "grpo" when both methods ran (claims checked on spiral vs grpo), else
    "base". With one run per method the verdicts are marked provisional.
@@ -37,10 +42,8 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +52,7 @@ import yaml
 
 from .config import ConfigError, build, config_hash, option, to_dict
 from .fileio import write_json
+from .jobs import peak_rss_mb
 
 SCHEMA = "spiral-bench/run/1"
 PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
@@ -79,7 +83,7 @@ class RunConfig:
                                      "training config's device)")
     dtype: str = option("float32", choices=("float32", "bfloat16"), help="dtype of sampling in the sweep")
     bootstrap: int = option(2000, min=10, help="paired bootstrap resamples")
-    train_seeds: int = option(1, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
+    train_seeds: int = option(3, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
                                              "the intervals resample them (two-level bootstrap); 1 = provisional "
                                              "verdicts")
 
@@ -190,40 +194,43 @@ def _data_files(task) -> dict:
     return out
 
 
-def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
-
-
-
 class _Manifest:
     """manifest.json kept up to date as stages run (status, wall seconds summed over attempts)."""
 
     def __init__(self, path: Path, base: dict):
         old = json.loads(path.read_text()) if path.is_file() else {}
         self.path, self.data = path, {**base, "stages": old.get("stages", {}), "started": old.get("started") or _now()}
+        self.echo = lambda line: print(line, flush=True)    # tqdm's write while a stages bar is shown
         self.save()
 
     def save(self) -> None:
         write_json(self.path, self.data, default=str)
 
-    @contextmanager
-    def stage(self, name: str):
+    def start(self, name: str, quiet: bool = False) -> dict:
         st = self.data["stages"].setdefault(name, {"seconds": 0.0})
         st["status"] = "running"
         self.save()
-        print(f"== {name}", flush=True)
-        t0 = time.perf_counter()
+        self.echo(f"== {name}" + (" started" if quiet else ""))
+        return st
+
+    def finish(self, name: str, seconds: float, rss_mb: float, status: str, announce: bool = False) -> None:
+        st = self.data["stages"][name]
+        st["status"] = status
+        st["seconds"] = round(st.get("seconds", 0.0) + seconds, 2)
+        st["peak_rss_mb"] = round(rss_mb, 1)
+        self.save()
+        if announce:
+            self.echo(f"== {name} {status} ({seconds:.0f} s)")
+
+    @contextmanager
+    def stage(self, name: str):
+        st = self.start(name)
+        t0, status = time.perf_counter(), "failed"
         try:
             yield st
-            st["status"] = "done"
-        except BaseException:
-            st["status"] = "failed"
-            raise
+            status = "done"
         finally:
-            st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - t0, 2)
-            st["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-            self.save()
+            self.finish(name, time.perf_counter() - t0, peak_rss_mb(), status)
 
 
 def _now() -> str:
@@ -266,9 +273,13 @@ def train_configs(cfg: RunConfig, run: int = 0) -> dict:
 
 
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: bool = True,
-                 cache_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> dict:
+                 cache_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+                 jobs: int | None = None) -> dict:
     """Run (or resume) every stage; returns the manifest. run_dir defaults to `run_dir_for(cfg, out)`;
-    cache_dir: where the SFT base is cached (default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench)."""
+    cache_dir: where the SFT base is cached (default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench);
+    jobs: worker processes for the trainings and sweeps (`jobs.run_jobs`; None = `default_workers`:
+    one per core, at most 4, on the CPU; 1 = everything in this process). An execution choice, not
+    part of the run's config or folder; the manifest records it ("execution")."""
     from . import evaluate as ev
     from .sweep import load_cells, load_grid, select_problems
     from .tasks import get_task
@@ -277,7 +288,8 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
 
     from .trainers.loop import sft_config_for, train
     from .trainers.sft import ensure_sft_base
-    from .trainers.train_config import check_pairing
+    from .jobs import Job, default_workers, run_jobs
+    from .tasks.grade_errors import add_errors
 
     hf_logging.disable_progress_bar()                   # our stages have their own bars
     out = Path(out)
@@ -323,38 +335,84 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
             from .models import resolve_model
             base = resolve_model(first.model)
         models["base"] = str(base)
-    sweeps = [("base", "base", 0)]                         # (label, method, training run)
-    for m in tcfgs:
-        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
-            tc = runs[i][m]
-            with man.stage(f"train_{lab}"):
-                tdir = out / "train" / f"{m}-{config_hash(tc)}"
-                models[lab] = str(train(tc, tdir, progress=progress, init_path=None if tc.model else base))
-                _link(tdir, rd / "train" / lab)
-            sweeps.append((lab, m, i))
-    if len(tcfgs) == 2:
-        pairs = []
-        for sp, gr in zip(run_labels("spiral", cfg.train_seeds), run_labels("grpo", cfg.train_seeds)):
-            try:
-                rep = check_pairing(rd / "train" / sp, rd / "train" / gr, tolerance=cfg.tolerance,
-                                    allow=cfg.allow_unmatched)
-            except ValueError as e:
-                raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
-                                  "--allow-unmatched reuses them") from None
-            pairs.append(rep)
-            print(f"matched compute: {sp} {rep['a']:.0f} vs {gr} {rep['b']:.0f} generated tokens per prompt "
-                  f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
-        man.data["pairing"] = pairs[0]
-        if len(pairs) > 1:
-            man.data["pairings"] = pairs
     problems = select_problems(task, grid, seed=0)
     labels = ["base", *tcfgs]
     reset_grader_errors()
-    for label, method, i in sweeps:
-        with man.stage(f"sweep_{label}"):
-            ev.sweep_checkpoint(models[label], method, task, problems, grid, rd, seed=cfg.seed + i,
-                                device=cfg.device, dtype=cfg.dtype, progress=progress, backend=cfg.backend,
-                                train_run=i)
+    n_jobs = 1 + len(tcfgs) * cfg.train_seeds
+    workers = jobs if jobs else default_workers(cfg.device, cfg.backend, n_jobs)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    man.data["execution"] = {"workers": workers, "threads_per_worker": threads or torch_threads()}
+    par = workers > 1
+    stages: list[Job] = []                                # trainings, matched-compute gates, sweeps
+    for m in tcfgs:
+        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
+            tc = runs[i][m]
+            tdir = out / "train" / f"{m}-{config_hash(tc)}"
+            stages.append(Job(f"train_{lab}", train, dict(cfg=tc, out_dir=tdir, progress=progress and not par,
+                                                          init_path=None if tc.model else base), cost=2.0))
+    gates = {}
+    if len(tcfgs) == 2:
+        for i, (sp, gr) in enumerate(zip(run_labels("spiral", cfg.train_seeds), run_labels("grpo", cfg.train_seeds))):
+            gates[sp] = gates[gr] = f"matched_{i}"
+            stages.append(Job(f"matched_{i}", _check_matched, dict(rd=rd, a=sp, b=gr, cfg=cfg, out=out),
+                              deps=(f"train_{sp}", f"train_{gr}"), local=True))
+    sweep_args = dict(task=task, problems=problems, grid=grid, out_dir=rd, device=cfg.device, dtype=cfg.dtype,
+                      progress=progress and not par, backend=cfg.backend)
+    stages.append(Job("sweep_base", _sweep_stage, dict(path=base, label="base", seed=cfg.seed, train_run=0,
+                                                      **sweep_args)))
+    for m in tcfgs:
+        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
+            deps = (f"train_{lab}",) + ((gates[lab],) if lab in gates else ())
+            stages.append(Job(f"sweep_{lab}", _sweep_stage, dict(path=None, label=m, seed=cfg.seed + i, train_run=i,
+                                                                **sweep_args), deps=deps))
+    if par:
+        print(f"== {len(stages) - len(gates) // 2} stages on {workers} worker processes x {threads} torch "
+              f"thread(s) each (--jobs)", flush=True)
+    pairs: dict[int, dict] = {}
+
+    def started(j: Job) -> None:
+        if j.name.startswith("sweep_") and j.kwargs["path"] is None:    # its checkpoint is known now
+            j.kwargs["path"] = models[j.name[len("sweep_"):]]
+        if not j.local:
+            man.start(j.name, quiet=par)
+
+    def done(j: Job, res, seconds: float, rss: float) -> None:
+        if j.local:
+            pairs[int(j.name.split("_")[1])] = res
+            return
+        man.finish(j.name, seconds, rss, "done", announce=par)
+        if bar is not None:
+            bar.update(1)
+        if j.name.startswith("train_"):
+            lab = j.name[len("train_"):]
+            models[lab] = str(res)
+            _link(Path(j.kwargs["out_dir"]), rd / "train" / lab)
+        elif j.name.startswith("sweep_"):
+            add_errors(res)
+
+    def failed(j: Job, e: BaseException) -> None:
+        if not j.local:
+            man.finish(j.name, 0.0, peak_rss_mb(), "failed", announce=par)
+
+    for j in stages:                  # every stage listed up front, in this order, until it runs
+        if not j.local:
+            man.data["stages"].setdefault(j.name, {"seconds": 0.0, "status": "pending"})
+    t0, bar = time.perf_counter(), None
+    if par and progress:                  # workers draw no bars: one bar over the stages instead
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(not j.local for j in stages), desc="trainings and sweeps", unit="stage")
+        man.echo = bar.write
+    try:
+        run_jobs(stages, workers, threads, started, done, failed)
+    finally:
+        if bar is not None:
+            bar.close()
+            man.echo = lambda line: print(line, flush=True)
+    man.data["execution"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if pairs:
+        man.data["pairing"] = pairs[0]
+        if len(pairs) > 1:
+            man.data["pairings"] = [pairs[i] for i in sorted(pairs)]
     with man.stage("analysis"):
         baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
@@ -375,6 +433,40 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     print(ev.format_verdicts(analysis))
     print(f"report: {rd / 'report.html'}")
     return man.data
+
+
+def _sweep_stage(path, label: str, task, problems, grid, out_dir, seed: int, device: str, dtype: str,
+                 progress: bool, backend: str, train_run: int) -> dict:
+    """One sweep stage (in a worker or here): the checkpoint's cells; returns its grader errors."""
+    from . import evaluate as ev
+    from .tasks.graders import grader_errors, reset_grader_errors
+
+    reset_grader_errors()
+    ev.sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
+                        progress=progress, backend=backend, train_run=train_run)
+    errs = grader_errors()
+    reset_grader_errors()
+    return errs
+
+
+def _check_matched(rd: Path, a: str, b: str, cfg: RunConfig, out: Path) -> dict:
+    """The matched-compute gate of training run pair (a = spiral, b = grpo): the pairing report, or
+    ConfigError when unmatched (unless cfg.allow_unmatched)."""
+    from .trainers.train_config import check_pairing
+
+    try:
+        rep = check_pairing(rd / "train" / a, rd / "train" / b, tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
+    except ValueError as e:
+        raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
+                          "--allow-unmatched reuses them") from None
+    print(f"matched compute: {a} {rep['a']:.0f} vs {b} {rep['b']:.0f} generated tokens per prompt "
+          f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
+    return rep
+
+
+def torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def _print_base(sm: dict) -> None:
