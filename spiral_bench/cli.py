@@ -80,15 +80,22 @@ def cmd_train(args) -> int:
     for key in ("task", "model", "steps", "seed"):
         if getattr(args, key) is not None:
             ov[key] = getattr(args, key)
-    cfg = make_config(args.method, args.config, ov)
-    if args.pair_with:  # refuse before spending compute on an unmatched comparison
-        check_pairing(cfg, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
-    final = train(cfg, args.out, progress=not args.no_progress)
-    if args.pair_with:
-        rep = check_pairing(args.out, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
-        print(f"matched compute: {rep['a']:.0f} vs {rep['b']:.0f} generated tokens per prompt "
-              f"({rep['relative_difference']:.1%})")
-    print(f"final checkpoint: {final}")
+    n = args.train_seeds
+    if n < 1:
+        raise ConfigError(f"train: --train-seeds must be >= 1 (got {n})")
+    seed = make_config(args.method, args.config, ov).seed
+    for i in range(n):       # run i: seed S+i into OUT (i = 0) or OUT-run<i>, paired with PAIR-run<i>
+        cfg = make_config(args.method, args.config, {**ov, "seed": seed + i})
+        out = args.out if i == 0 else f"{args.out}-run{i}"
+        pair = args.pair_with if not args.pair_with or i == 0 else f"{args.pair_with}-run{i}"
+        if pair:  # refuse before spending compute on an unmatched comparison
+            check_pairing(cfg, pair, tolerance=args.tolerance, allow=args.allow_unmatched)
+        final = train(cfg, out, progress=not args.no_progress)
+        if pair:
+            rep = check_pairing(out, pair, tolerance=args.tolerance, allow=args.allow_unmatched)
+            print(f"matched compute: {rep['a']:.0f} vs {rep['b']:.0f} generated tokens per prompt "
+                  f"({rep['relative_difference']:.1%})")
+        print(f"final checkpoint: {final}" + (f" (training run {i}, seed {seed + i})" if n > 1 else ""))
     return 0
 
 
@@ -135,9 +142,9 @@ def cmd_eval(args) -> int:
 
     from .tasks import get_task
 
-    ckpts = {args.label: args.checkpoint}
+    ckpts = {args.label: args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0]}
     if args.baseline:
-        ckpts[args.baseline_label] = args.baseline
+        ckpts[args.baseline_label] = args.baseline if len(args.baseline) > 1 else args.baseline[0]
     opts, source = eval_task_options(args.task, ckpts, _task_options(args.opt, args.data_dir))
     task = get_task(args.task, **opts)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "the task's defaults"
@@ -156,7 +163,10 @@ def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, 
     Checkpoints trained with different options are an error unless --opt settles every difference."""
     from .config import saved_task
 
-    found = {label: s for label, path in checkpoints.items() if (s := saved_task(path)) and s[0] == task}
+    flat = {f"{label}[{i}]" if isinstance(paths, (list, tuple)) else label: path
+            for label, paths in checkpoints.items()
+            for i, path in enumerate(paths if isinstance(paths, (list, tuple)) else [paths])}
+    found = {label: s for label, path in flat.items() if (s := saved_task(path)) and s[0] == task}
     opts: dict = {}
     for label, (_, saved, path) in found.items():
         clash = sorted(k for k in set(saved) & set(opts) if saved[k] != opts[k] and k not in given)
@@ -290,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default=None, help="starting policy; default: the cached SFT base")
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--out", required=True, help="run folder (training run i > 0 of --train-seeds: OUT-run<i>)")
+    tr.add_argument("--train-seeds", type=int, default=1, metavar="N",
+                    help="independent training runs, seeds SEED .. SEED+N-1, into OUT, OUT-run1, ...; with "
+                         "--pair-with P, run i is paired with P-run<i> (default 1)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. lr=3e-4")
     tr.add_argument("--pair-with", default=None, metavar="RUN_DIR",
                     help="the other method's run: refuse unless generated tokens per prompt match")
@@ -302,9 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="sweep a budget grid for a checkpoint (and a baseline), with statistics",
                         **_examples("spiral-bench eval --checkpoint results/train/grpo-try/final --task arithmetic "
                                     "--budget-grid smoke --out results/eval-grpo-try"))
-    ev.add_argument("--checkpoint", required=True, help="model folder, tiny preset or hub id")
+    ev.add_argument("--checkpoint", required=True, nargs="+", metavar="DIR",
+                    help="model folder, tiny preset or hub id; several = independent training runs of one "
+                         "method (the intervals then resample runs too: two-level bootstrap)")
     ev.add_argument("--label", default="method", help="name of the checkpoint in the results")
-    ev.add_argument("--baseline", default=None, help="baseline model folder")
+    ev.add_argument("--baseline", default=None, nargs="+", metavar="DIR",
+                    help="baseline model folder(s), several = its training runs")
     ev.add_argument("--baseline-label", default="baseline")
     ev.add_argument("--task", required=True)
     ev.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")

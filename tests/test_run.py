@@ -215,3 +215,35 @@ def test_train_seeds_one_keeps_the_run_folder_and_n_is_in_the_command():
     assert RunConfig().train_seeds == 3 and "--train-seeds" not in command_for(RunConfig(), "results")
     args = build_parser().parse_args(shlex.split(command_for(cfg, "results"))[1:])
     assert args.train_seeds == 1
+
+
+def test_eval_takes_several_training_runs_per_method_and_train_makes_them(smoke_run, tmp_path):
+    """`eval --checkpoint A A-run1 --baseline B B-run1`: each label's runs are swept as its training
+    runs (run i with seed + i), the intervals resample them and the verdicts are not provisional;
+    run i's cells equal the main job's cells of that run. `train --train-seeds 2 --out D` writes D and
+    D-run1 with seeds S and S+1."""
+    from tests.conftest import SMOKE_TRAIN_FLAGS
+
+    run_dir, _, _ = smoke_run
+    ck = {m: [str(run_dir / "train" / lab / "final") for lab in (m, f"{m}-run1")] for m in ("spiral", "grpo")}
+    out = tmp_path / "eval"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["eval", "--checkpoint", *ck["spiral"], "--label", "spiral", "--baseline", *ck["grpo"],
+                     "--baseline-label", "grpo", "--task", "arithmetic", "--budget-grid", "smoke",
+                     "--bootstrap", "100", "--out", str(out)]) == 0
+    a = json.loads((out / "analysis.json").read_text())
+    assert a["train_runs"] == {"spiral": 2, "grpo": 2} and not a["provisional"]
+    assert "2 vs 2" in buf.getvalue()
+    cols = ["method", "cell", "problem_id", "correct", "generated_tokens", "train_run"]
+    key = ["method", "train_run", "cell", "problem_id"]
+    ours = load_cells(out)[cols].sort_values(key).reset_index(drop=True)
+    main_job = load_cells(run_dir)
+    main_job = main_job[main_job.method.isin(["spiral", "grpo"]) & (main_job.train_run < 2)]
+    pd.testing.assert_frame_equal(ours, main_job[cols].sort_values(key).reset_index(drop=True))
+
+    d = tmp_path / "grpo-try"
+    with contextlib.redirect_stdout(io.StringIO()) as buf:
+        assert main(["train", "--method", "grpo", *SMOKE_TRAIN_FLAGS, "--train-seeds", "2", "--out", str(d)]) == 0
+    assert [yaml.safe_load((p / "config.yaml").read_text())["seed"] for p in (d, tmp_path / "grpo-try-run1")] == [0, 1]
+    assert (tmp_path / "grpo-try-run1" / "final").is_dir() and "training run 1, seed 1" in buf.getvalue()
