@@ -141,6 +141,43 @@ def test_sft_cache_hit_by_config_hash(tmp_path, monkeypatch):
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted([p1.name, p3.name])  # no temp dirs left
 
 
+def test_sft_step_is_the_full_batch_gradient_on_any_thread_count(tmp_path):
+    """The search and aggregation batches are differentiated separately (side by side on two Python
+    threads when torch has 2 threads) and added: the weights equal one backward over the mean loss of
+    both batches (up to float rounding), and are bit-identical with 1 and 2 torch threads."""
+    cfg = build(sft.SFTConfig, {"steps": 3, "batch_size": 8, "train_problems": 20, "eval_problems": 0,
+                                "warmup_steps": 0, "grad_clip": 0.0})
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            sft.train_sft(cfg, tmp_path / f"t{n}", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    w = {n: load_file(str(tmp_path / f"t{n}" / "model.safetensors")) for n in (2, 1)}
+    assert w[1].keys() == w[2].keys() and all(torch.equal(w[1][k], w[2][k]) for k in w[1])
+    # reference: the same steps by one backward pass over the concatenated loss
+    from spiral_bench.models import load_model
+    from spiral_bench.tasks import get_task
+    from transformers import get_scheduler
+    task = get_task(cfg.task, **cfg.task_options)
+    problems = task.problems("train", n=cfg.train_problems)
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.init_seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=0, num_training_steps=cfg.steps)
+    for step in range(cfg.steps):
+        parts = [sft._nll_sum(model, sft._batch(tok, pairs, "cpu")) for pairs in sft._examples(task, problems, cfg, step)]
+        (sum(l for l, _ in parts) / sum(n for _, n in parts)).backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    ref, init = model.state_dict(), load_model(cfg.model, seed=cfg.init_seed)[0].state_dict()
+    for k, v in w[1].items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(w[1][k], init[k]) for k in w[1])       # the steps moved the weights
+
+
 # ------------------------------------------------------------------------------------- RL loop
 def test_metrics_rows_complete_and_same_prompts_for_both_methods(tmp_path, monkeypatch):
     seen = {}
