@@ -74,7 +74,7 @@ def cmd_sample(args) -> int:
 
 def cmd_train(args) -> int:
     from .trainers.loop import train
-    from .trainers.train_config import check_pairing, make_config
+    from .trainers.train_config import check_pairing, make_config, pairing_text
 
     ov = dict(parse_override(o) for o in (args.set or []))
     for key in ("task", "model", "steps", "seed"):
@@ -93,8 +93,7 @@ def cmd_train(args) -> int:
         final = train(cfg, out, progress=not args.no_progress)
         if pair:
             rep = check_pairing(out, pair, tolerance=args.tolerance, allow=args.allow_unmatched)
-            print(f"matched compute: {rep['a']:.0f} vs {rep['b']:.0f} generated tokens per prompt "
-                  f"({rep['relative_difference']:.1%})")
+            print(f"matched compute (matched_by {rep['matched_by']}): {pairing_text(rep)}")
         print(f"final checkpoint: {final}" + (f" (training run {i}, seed {seed + i})" if n > 1 else ""))
     return 0
 

@@ -11,8 +11,10 @@ Stages (each resumes after a kill, because each underlying step does):
    linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in
    `<out>/train/<method>-<config hash>/` (shared by every run under the same results root, so an
    identical config is trained once and reused); the run folder links to them as `train/<label>`.
-   Matched compute is checked on the logged generated tokens per prompt (`check_pairing`,
-   `tolerance`), for every run i of spiral against run i of grpo: refused unless `allow_unmatched`.
+   Matched compute (`check_pairing`, `tolerance`, on the training config's `matched_by`: the
+   max-token budget per prompt, checked before training, or the logged generated tokens per
+   prompt, checked after) for every run i of spiral against run i of grpo: refused unless
+   `allow_unmatched`; the manifest's "pairing" holds both measures.
 3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
    `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
    swept with seed + i and its cells carry train_run = i under the method's own name.
@@ -296,6 +298,13 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
     tcfgs = train_configs(cfg)                             # validates everything before any work
     runs = [tcfgs] + [train_configs(cfg, i) for i in range(1, cfg.train_seeds)]   # runs[i][method]
+    if len(tcfgs) == 2:          # a budget-matched pair is refused before any compute is spent
+        from .trainers.train_config import check_pairing
+        for r in runs:
+            try:
+                check_pairing(r["spiral"], r["grpo"], tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
     grid = load_grid(cfg.budget_grid)
     first = next(iter(tcfgs.values()))
     task = get_task(first.task, **first.task_options)
@@ -452,15 +461,15 @@ def _sweep_stage(path, label: str, task, problems, grid, out_dir, seed: int, dev
 def _check_matched(rd: Path, a: str, b: str, cfg: RunConfig, out: Path) -> dict:
     """The matched-compute gate of training run pair (a = spiral, b = grpo): the pairing report, or
     ConfigError when unmatched (unless cfg.allow_unmatched)."""
-    from .trainers.train_config import check_pairing
+    from .trainers.train_config import check_pairing, pairing_text
 
     try:
         rep = check_pairing(rd / "train" / a, rd / "train" / b, tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
     except ValueError as e:
         raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
                           "--allow-unmatched reuses them") from None
-    print(f"matched compute: {a} {rep['a']:.0f} vs {b} {rep['b']:.0f} generated tokens per prompt "
-          f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
+    print(f"matched compute, {a} vs {b} (matched_by {rep['matched_by']}, tolerance {cfg.tolerance:.0%}): "
+          f"{pairing_text(rep)}", flush=True)
     return rep
 
 
