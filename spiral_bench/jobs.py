@@ -137,11 +137,18 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None,
                         raise
                     results[j.name] = r
                     on_done(j, r, s, m)
-        except BaseException:
-            for fut in running:
-                fut.cancel()
+        except BaseException as err:
             if running:
                 print(f"waiting for {len(running)} running stage(s) to finish (their work is kept): "
                       f"{', '.join(j.name for j in running.values())}", file=sys.stderr, flush=True)
+            pool.shutdown(wait=True, cancel_futures=True)
+            for fut, j in running.items():      # each still-running job is reported, done or failed
+                exc = None if fut.cancelled() else fut.exception()
+                if not fut.cancelled() and exc is None:
+                    r, s, m = fut.result()
+                    results[j.name] = r
+                    on_done(j, r, s, m)
+                elif on_error:
+                    on_error(j, exc or err)
             raise
     return results

@@ -50,13 +50,14 @@ def test_serial_runs_in_this_process_in_list_order(tmp_path):
 
 def test_a_failing_worker_job_raises_lets_the_running_one_finish_and_starts_nothing_new(tmp_path, capsys):
     slow, after = str(tmp_path / "slow"), str(tmp_path / "after")
-    failed = []
+    failed, done = [], []
     jobs = [Job("slow", _write, dict(path=slow, text="s", wait=1.5), cost=3),
             Job("bad", _fail, dict(msg="boom"), cost=2),
             Job("after", _write, dict(path=after, text="x"), deps=("bad",))]
     with pytest.raises(RuntimeError, match="boom"):
-        run_jobs(jobs, workers=2, threads=1, on_error=lambda j, e: failed.append(j.name))
-    assert failed == ["bad"]
+        run_jobs(jobs, workers=2, threads=1, on_error=lambda j, e: failed.append(j.name),
+                 on_done=lambda j, r, s, m: done.append(j.name))
+    assert failed == ["bad"] and done == ["slow"]   # the running job's end is still reported
     assert Path(slow).read_text() == "s"          # the running job finished (its work is kept)
     assert not Path(after).exists()               # nothing new started after the failure
     assert "waiting for 1 running stage(s) to finish" in capsys.readouterr().err
