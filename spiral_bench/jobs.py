@@ -57,6 +57,10 @@ def _call(fn, kwargs: dict, threads: int | None) -> tuple[Any, float, float]:
     return res, time.perf_counter() - t0, peak_rss_mb()
 
 
+def _reraise(e: BaseException):
+    raise e
+
+
 def _init_worker() -> None:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
@@ -89,16 +93,20 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None,
     on_done = on_done or (lambda j, r, s, m: None)
     results: dict[str, Any] = {}
 
-    def run_here(j: Job, threads_: int | None) -> None:
-        on_start(j)
+    def settle(j: Job, outcome) -> None:
+        """Report a job's end: outcome() returns (result, seconds, rss) or raises the job's error."""
         try:
-            r, s, m = _call(j.fn, j.kwargs, threads_)
+            r, s, m = outcome()
         except BaseException as e:
             if on_error:
                 on_error(j, e)
             raise
         results[j.name] = r
         on_done(j, r, s, m)
+
+    def run_here(j: Job, threads_: int | None) -> None:
+        on_start(j)
+        settle(j, lambda: _call(j.fn, j.kwargs, threads_))
 
     if workers <= 1:
         for j in jobs:
@@ -128,27 +136,16 @@ def run_jobs(jobs: list[Job], workers: int = 1, threads: int | None = None,
                     raise ValueError(f"jobs {[j.name for j in pending]} wait on each other (a dependency cycle)")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    j = running.pop(fut)
-                    try:
-                        r, s, m = fut.result()
-                    except BaseException as e:
-                        if on_error:
-                            on_error(j, e)
-                        raise
-                    results[j.name] = r
-                    on_done(j, r, s, m)
+                    settle(running.pop(fut), fut.result)
         except BaseException as err:
             if running:
                 print(f"waiting for {len(running)} running stage(s) to finish (their work is kept): "
                       f"{', '.join(j.name for j in running.values())}", file=sys.stderr, flush=True)
             pool.shutdown(wait=True, cancel_futures=True)
             for fut, j in running.items():      # each still-running job is reported, done or failed
-                exc = None if fut.cancelled() else fut.exception()
-                if not fut.cancelled() and exc is None:
-                    r, s, m = fut.result()
-                    results[j.name] = r
-                    on_done(j, r, s, m)
-                elif on_error:
-                    on_error(j, exc or err)
+                try:
+                    settle(j, (lambda: _reraise(err)) if fut.cancelled() else fut.result)
+                except BaseException:
+                    pass                        # the first error is the one raised
             raise
     return results
