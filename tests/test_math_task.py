@@ -90,15 +90,16 @@ def test_train_ids_are_stable_and_selection_deterministic(data_dir, math_task, t
 
 
 def test_every_train_answer_is_scored_by_the_tasks_own_grader(data_dir, math_task, train):
-    """The grader gives 1 to `\\boxed{<gold>}` and 0 to a wrong number. Known failures on the full file:
-    3 of 4,500 (math-train-02854 `\\frac{1}{2004!}`, -04641 `2^{2005}`, -04923 `3^{2007}`): the
-    grader's safety bound (graders.latex_is_safe: no 4-digit exponent or factorial) rejects the
-    prediction before comparing, so these gold answers can never be rewarded. Any other failure fails."""
+    """The grader gives 1 to `\\boxed{<gold>}` and 0 to a wrong number, for all 4,500 answers: the
+    three whose gold the safety bound rejects (math-train-02854 `\\frac{1}{2004!}`, -04641
+    `2^{2005}`, -04923 `3^{2007}`; graders.latex_is_safe: no 4-digit exponent or factorial) are
+    compared as exact strings before that bound, so an exact copy scores 1."""
     fails = [p for p in train if math_task.reward(p, f"so \\boxed{{{p.answer}}}.") != 1.0]
     print(f"math train grader self-check: {len(train) - len(fails)}/{len(train)} pass; failing: "
           f"{[(p.id, p.answer) for p in fails]}")
-    assert all(not latex_is_safe(p.answer) for p in fails)
-    assert len(fails) <= (3 if data_dir != FIXTURE_DATA else 0)
+    assert fails == []
+    unsafe = [p.id for p in train if not latex_is_safe(p.answer)]
+    assert data_dir == FIXTURE_DATA or unsafe == ["math-train-02854", "math-train-04641", "math-train-04923"]
     assert all(math_task.reward(p, "\\boxed{-98765}") == 0.0 for p in train[:40])
 
 
