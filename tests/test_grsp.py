@@ -291,3 +291,36 @@ def test_cli_train_grsp_two_steps_logs_grsp_metrics(tmp_path):
         seg_tokens = r["grsp_segments_per_response"] * r["grsp_segment_len"] * r["n_search_traces"]
         assert seg_tokens <= r["generated_tokens"] + 1e-6
     assert rows[0]["grsp_edges"] is not None
+
+
+def test_edges_fixed_at_first_call_saved_and_read_back_on_resume(tmp_path):
+    from types import SimpleNamespace
+
+    from spiral_bench.trainers import shaping
+    cfg = build(TrainConfig, {**BASE, "method": "grsp"})
+
+    def fake_run():
+        return SimpleNamespace(cfg=cfg, out=tmp_path, is_main=True, method_sums={})
+    run = fake_run()
+    assert shaping._edges(run, [[], []], step=1) is None                  # no segment yet: not fixed
+    assert not (tmp_path / shaping.EDGES_FILE).exists()
+    # lengths 1..10 -> quantiles 1/3, 2/3 = [4, 7]; lengths above max_new_tokens (10) fall in the top bin
+    assert shaping._edges(run, [list(range(1, 6)), list(range(6, 11))], step=2) == approx([4.0, 7.0])
+    assert shaping._edges(run, [[50, 50, 50]], step=3) == approx([4.0, 7.0])   # fixed for the run
+    saved = json.loads((tmp_path / shaping.EDGES_FILE).read_text())
+    assert saved["edges"] == approx([4.0, 7.0]) and saved["step"] == 2 and saved["segment_lengths"]["10"] == 1
+    resumed = fake_run()                                                  # a resumed run reads them back
+    assert shaping._edges(resumed, [[1, 1, 1]], step=5) == approx([4.0, 7.0])
+    given = SimpleNamespace(cfg=build(TrainConfig, {**BASE, "method": "grsp", "grsp": {"cluster_edges": [2, 3]}}),
+                            out=tmp_path / "nowhere", is_main=True)
+    assert shaping._edges(given, [[1, 1, 1]], step=1) == [2.0, 3.0]        # given edges win, nothing written
+
+
+def test_cli_method_choices_match_the_config():
+    from spiral_bench.cli import build_parser
+    from spiral_bench.trainers.train_config import METHOD_CHOICES
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None)
+               and "train" in (a.choices or {}))
+    train = sub.choices["train"]
+    method = next(a for a in train._actions if a.dest == "method")
+    assert tuple(method.choices) == METHOD_CHOICES
