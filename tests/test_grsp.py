@@ -324,3 +324,16 @@ def test_cli_method_choices_match_the_config():
     train = sub.choices["train"]
     method = next(a for a in train._actions if a.dest == "method")
     assert tuple(method.choices) == METHOD_CHOICES
+
+
+def test_grpo_and_spiral_configs_keep_their_hash_and_config_yaml():
+    from spiral_bench.config import config_hash, to_dict
+    for m in ("grpo", "spiral"):
+        d = to_dict(make_config(m))
+        assert "grsp" not in d and "lcpo" not in d                       # as before grsp existed
+        assert build(TrainConfig, d) == make_config(m)
+    d = to_dict(make_config("grsp"))
+    assert d["grsp"]["weights"] == "descending" and "lcpo" not in d     # a grsp run records its section
+    tuned = make_config("grpo", None, {"grsp.penalty_coef": 0.5})        # a non-default section is kept
+    assert to_dict(tuned)["grsp"]["penalty_coef"] == 0.5
+    assert config_hash(tuned) != config_hash(make_config("grpo"))

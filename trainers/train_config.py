@@ -128,6 +128,12 @@ class TrainConfig:
                 raise ConfigError(f"uncovered: 'force' needs k * subset_size >= n1 ({self.k}*{self.subset_size} "
                                   f"< {self.n1})")
 
+    def omitted_keys(self) -> tuple[str, ...]:
+        """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
+        by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
+        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
+                     if self.method != k and getattr(self, k) == cls())
+
     @property
     def spiral_L(self) -> int:
         return self.spiral_max_new_tokens or self.max_new_tokens
