@@ -337,3 +337,20 @@ def test_grpo_and_spiral_configs_keep_their_hash_and_config_yaml():
     tuned = make_config("grpo", None, {"grsp.penalty_coef": 0.5})        # a non-default section is kept
     assert to_dict(tuned)["grsp"]["penalty_coef"] == 0.5
     assert config_hash(tuned) != config_hash(make_config("grpo"))
+
+
+def test_apply_to_advantage_keeps_lambdas_scale():
+    r = torch.tensor([0.0, 0.0, 0.0])
+    segs = [[2, 2, 9], [9], [2, 9]]   # edges [5] -> n = N3 -> P = [2/3, -2/3, 0] (eps 0)
+    cfg = GRSPConfig(penalty_coef=0.3, eps=0.0)
+    P, shaped, _ = grsp.grsp_shape(r, segs, [5.0], cfg)
+    # equal rewards, apply_to reward: r~ = -0.3 P = [-.2, .2, 0], std .2 -> A = [-.2, .2, 0] / (.2 + 1e-4): lambda cancels
+    assert grsp.grsp_advantage(r, shaped, P, cfg).tolist() == approx([-0.2 / 0.2001, 0.2 / 0.2001, 0.0], rel=1e-5)
+    # apply_to advantage: A(r) = 0 -> A = -0.3 P = [-.2, .2, 0]
+    adv = grsp.grsp_advantage(r, shaped, P, GRSPConfig(penalty_coef=0.3, eps=0.0, apply_to="advantage"))
+    assert adv.tolist() == approx([-0.2, 0.2, 0.0], rel=1e-6)
+    # rewards [1, 1, 0]: A(r) = [1/3, 1/3, -2/3] / (std 0.57735 + 1e-4) = [.57725, .57725, -1.1545]; minus 0.3 P
+    r = torch.tensor([1.0, 1.0, 0.0])
+    a = 1 / 3 / (1 / math.sqrt(3) + 1e-4)
+    adv = grsp.grsp_advantage(r, r - 0.3 * P, P, GRSPConfig(penalty_coef=0.3, eps=0.0, apply_to="advantage"))
+    assert adv.tolist() == approx([a - 0.2, a + 0.2, -2 * a], rel=1e-5)

@@ -33,6 +33,9 @@ Shaped reward and advantage (G responses to one prompt, lambda = `penalty_coef`)
     grpo: A_i = (r~_i - mean_j r~_j) [/ (std_j r~_j + 1e-4) if scale_std]   (rl_core.grpo)
     rloo: A_i = r~_i - mean_{j != i} r~_j = G / (G - 1) (r~_i - mean_j r~_j);  G = 1 -> A = 0
 With lambda = 0, r~ = r and the grpo advantage is GRPO's exactly.
+Caveat: under grpo with scale_std, a group whose rewards are all equal has r~ = const - lambda P, so
+A = -P / std(P): lambda cancels and the penalty alone gets unit-scale advantages. `apply_to:
+advantage` is the alternative that keeps lambda's scale: A_i = A(r)_i - lambda P_i.
 
 LCPO (L1, Aggarwal & Welleck 2025, arXiv 2503.04697), one of GRSP's token-level baselines, with
 correct c_i in {0, 1}, n_i = generated tokens, n_gold = `target_tokens`:
@@ -91,6 +94,9 @@ class GRSPConfig:
                            help="advantage of the shaped reward: grpo (group mean, / std if scale_std) or rloo "
                                 "(leave-one-out mean, REINFORCE-style)")
     eps: float = option(1e-4, min=0.0, help="z-score denominator std + eps")
+    apply_to: str = option("reward", choices=("reward", "advantage"),
+                           help="reward: A = A(r - lambda P) (BASELINES.md's reconstruction; with scale_std a group "
+                                "of equal rewards gets A = -P / std(P), lambda cancels); advantage: A = A(r) - lambda P")
 
     def validate(self) -> None:
         e = self.cluster_edges
@@ -282,6 +288,15 @@ def grsp_shape(rewards: torch.Tensor, segments: Sequence[Sequence[float]], edges
     members = r >= 1.0 if cfg.correct_only else None
     P = grsp_penalty(n, w, cfg.penalty_form, cfg.eps, members)
     return P, r - cfg.penalty_coef * P, n
+
+
+def grsp_advantage(rewards: torch.Tensor, shaped: torch.Tensor, P: torch.Tensor, cfg: GRSPConfig,
+                   scale_std: bool = True) -> torch.Tensor:
+    """rewards r [G], shaped r~ [G], P [G] -> advantages [G] float32: apply_to reward = A(r~),
+    advantage = A(r) - lambda P (A = cfg.baseline's advantage)."""
+    if cfg.apply_to == "advantage":
+        return (advantage(rewards, cfg.baseline, scale_std).double() - cfg.penalty_coef * P).float()
+    return advantage(shaped, cfg.baseline, scale_std)
 
 
 def lcpo_reward(correct: torch.Tensor, lengths: torch.Tensor, target: float, alpha: float, delta: float = 0.5,

@@ -6,7 +6,8 @@ with seed derive_seed(seed, step, problem id, "search", 0), so GRPO, GRSP and LC
 traces at step 1 (common random numbers). Then, per prompt group:
     grsp: segments of each trace (grsp.segment on the sampler's per-token texts and log-probs),
           n [G, K] segments per length cluster, P = penalty, r~ = r - lambda P,
-          A = grpo(r~) or rloo(r~)   (grsp.baseline); lambda = 0 gives GRPO's advantages exactly.
+          A = grpo(r~) or rloo(r~)   (grsp.baseline; or A(r) - lambda P with grsp.apply_to advantage);
+          lambda = 0 gives GRPO's advantages exactly.
     lcpo: r~ = lcpo_reward(r >= 1, generated tokens), A = grpo(r~) or rloo(r~).
 then `set_advantages` (length control if L_target is set, as for GRPO).
 
@@ -115,7 +116,7 @@ def rollout_grsp(run, problems, step: int) -> list[PromptRollout]:
             n = torch.zeros(len(traces), g.num_clusters, dtype=torch.float64)
         else:
             P, shaped, n = grsp.grsp_shape(r, seg, edges, g)
-        run.set_advantages(traces, grsp.advantage(shaped, g.baseline, cfg.scale_std))
+        run.set_advantages(traces, grsp.grsp_advantage(r, shaped, P, g, cfg.scale_std))
         out.append(PromptRollout(p, traces))
         for key, v in (("responses", len(traces)), ("segments", float(n.sum())),
                        ("segment_tokens", sum(map(sum, seg))), ("penalty", float(g.penalty_coef * P.sum())),
