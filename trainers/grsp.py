@@ -154,6 +154,7 @@ def segment_delimiters(pieces: Sequence[str], delimiters: Sequence[str]) -> list
 
 
 def _keyword_regex(keywords: Sequence[str]) -> str:
+    """keywords [W] -> one regex alternation (longest first), letter-guarded at alphabetic ends; '' if none."""
     parts = []
     for k in sorted((k for k in keywords if k), key=len, reverse=True):
         parts.append(("(?<![A-Za-z])" if k[0].isalpha() else "") + re.escape(k) +
