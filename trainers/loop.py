@@ -30,8 +30,7 @@ Data parallel: launched by torchrun (WORLD_SIZE > 1) the loop initialises torch.
 on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; only rank 0
 writes files.
 
-Run folder: config.yaml, metrics.jsonl (one row per step, fields `METRIC_FIELDS`, then the method's own
-fields, e.g. grsp_*), checkpoint/
+Run folder: config.yaml, metrics.jsonl (one row per step: `METRIC_FIELDS`, then the method's), checkpoint/
 (model + tokenizer via save_pretrained, or with LoRA (`lora.r` > 0, trainers/lora.py) only the
 adapter tensors; trainer_state.pt: optimizer, scheduler, RNG, step, data cursor), final/ (the final
 model; with LoRA the adapters merged into a plain transformers model). Directories are written to
@@ -73,9 +72,8 @@ METRIC_FIELDS = (
 
 
 def register_method(name: str, sums: Callable | None = None, summary: Callable | None = None):
-    """Decorator: `@register_method("grpo")` makes fn(run, problems, step) -> list[PromptRollout] a method.
-    A method with its own metrics adds to run.method_sums[k] for k in sums(cfg); per step these are summed
-    over ranks and summary(cfg, sums) -> {field: value} is appended to the metrics row."""
+    """`@register_method("grpo")` makes fn(run, problems, step) -> list[PromptRollout] a method. Its own metrics:
+    it adds to run.method_sums[k], k in sums(cfg); summed over ranks, summary(cfg, sums) joins the row."""
     def deco(fn):
         METHODS[name] = fn
         if sums is not None:
@@ -344,8 +342,8 @@ class Run:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""
         t0 = time.perf_counter()
         step = self.step + 1
-        extra = METHOD_METRICS.get(self.cfg.method)
-        self.method_sums = dict.fromkeys(extra[0](self.cfg) if extra else (), 0.0)
+        extra = METHOD_METRICS.get(self.cfg.method, (lambda c: (), lambda c, s: {}))
+        self.method_sums = dict.fromkeys(extra[0](self.cfg), 0.0)
         rolls, used, sampled = self._rollouts(step)
         acc = [0.0] * 17
         for r in rolls:
@@ -384,7 +382,7 @@ class Run:
         sec = time.perf_counter() - t0
         self.elapsed += sec
         row.update(seconds=sec, elapsed=self.elapsed)
-        return {**{k: row[k] for k in METRIC_FIELDS}, **(extra[1](self.cfg, sums) if extra else {})}
+        return {**{k: row[k] for k in METRIC_FIELDS}, **extra[1](self.cfg, sums)}
 
     # --- files --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
