@@ -354,3 +354,30 @@ def test_apply_to_advantage_keeps_lambdas_scale():
     a = 1 / 3 / (1 / math.sqrt(3) + 1e-4)
     adv = grsp.grsp_advantage(r, r - 0.3 * P, P, GRSPConfig(penalty_coef=0.3, eps=0.0, apply_to="advantage"))
     assert adv.tolist() == approx([a - 0.2, a + 0.2, -2 * a], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_fix_the_same_edges_as_one(tmp_path):
+    """Data parallel: the step-1 edges come from the segment-length histogram summed over ranks, so 1 and 2
+    processes fix the same edges, log the same GRSP metrics and take the same steps (loss within 1e-4)."""
+    import subprocess
+    from test_trainers import LAUNCHER, TESTS as T, _env
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(T)))
+    cfg = json.dumps({**BASE, "task": "toy7", "method": "grsp", "steps": 2, "prompts_per_step": 4,
+                      "grsp": {"delimiters": [" ", "e", "a"], "penalty_coef": 0.5}})
+    subprocess.run([sys.executable, str(script), cfg, str(tmp_path / "one"), "0"], check=True, env=_env(),
+                   capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), cfg, str(tmp_path / "two"), "0"], env=_env(), capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r1, r2 = loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
+    assert len(r1) == len(r2) == 2
+    e1 = json.loads((tmp_path / "one" / "grsp_edges.json").read_text())
+    assert e1 == json.loads((tmp_path / "two" / "grsp_edges.json").read_text())
+    for a, b in zip(r1, r2):
+        assert a["grsp_edges"] == b["grsp_edges"] == approx(e1["edges"])
+        for k in ("grsp_segments_per_response", "grsp_penalty_abs_mean", "grsp_shaped_reward"):
+            assert a[k] == approx(b[k], abs=1e-9), k
+        assert a["grsp_cluster_segments_per_response"] == approx(b["grsp_cluster_segments_per_response"])
+        assert a["loss"] == approx(b["loss"], abs=1e-4)
