@@ -1,4 +1,4 @@
-"""TrainConfig (one frozen dataclass for sft / grpo / spiral runs), YAML presets, and the
+"""TrainConfig (one frozen dataclass for sft / grpo / spiral / grsp / lcpo runs), YAML presets, and the
 matched-compute check between a GRPO and a SPIRAL run.
 
 Presets live in `spiral_bench/presets/<name>.yaml` (`train_tiny`: CPU default; `train_paper`:
@@ -7,7 +7,7 @@ from the `train_tiny` preset (or the given preset name / YAML file), applies dot
 and the method, and validates strictly.
 
 Training budget per prompt, in max new tokens (the paper's convention):
-    GRPO:   G x L                       (group_size x max_new_tokens)
+    GRPO:   G x L                       (group_size x max_new_tokens; also grsp and lcpo)
     SPIRAL: (N1 + K x N2) x L_s         (L_s = spiral_max_new_tokens, default max_new_tokens)
 Paper: 12 x 8192 = (8 + 4 x 4) x 4096 = 98,304 tokens per prompt.
 Generated tokens per prompt: sum of generated_tokens / sum of prompts_sampled over metrics.jsonl
@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import yaml
 
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
+from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
 from spiral_bench.trainers.lora import LoraSettings
 from spiral_bench.trainers.losses import RLLossConfig
 from spiral_bench.trainers.sft import SFTConfig
@@ -41,11 +42,16 @@ except Exception:  # pragma: no cover
     pass
 
 
+METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo")
+GROUP_METHODS = ("grpo", "grsp", "lcpo")  # G traces per prompt from one request: budget G x L
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: SFT warm start, GRPO or SPIRAL (shared loop, see trainers/loop.py)."""
 
-    method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
+    method: str = option("grpo", choices=METHOD_CHOICES, help="training method (grsp, lcpo: GRPO's rollout with "
+                         "a length-shaped reward, trainers/grsp.py)")
     task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
     task_options: dict = option(default_factory=dict, help="options of `task` (arithmetic: n_ops, modulus, ...; "
                                 "train_tiny sets n_ops 2, modulus 100); a preset's options are dropped when "
@@ -90,6 +96,9 @@ class TrainConfig:
                                   help="order of the candidates in an aggregation prompt")
     L_target: int | None = option(None, min=1, help="length control: positive advantage -> 0 for outputs "
                                                     "longer than this (null = off)")
+    grsp: GRSPConfig = option(default_factory=GRSPConfig, help="method grsp: segment-level length penalty "
+                                                                "(segmentation, clusters, weights, lambda)")
+    lcpo: LCPOConfig = option(default_factory=LCPOConfig, help="method lcpo: token-level length reward (L1's LCPO)")
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
@@ -118,6 +127,12 @@ class TrainConfig:
             if self.uncovered == "force" and self.k * self.subset_size < self.n1:
                 raise ConfigError(f"uncovered: 'force' needs k * subset_size >= n1 ({self.k}*{self.subset_size} "
                                   f"< {self.n1})")
+
+    def omitted_keys(self) -> tuple[str, ...]:
+        """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
+        by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
+        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
+                     if self.method != k and getattr(self, k) == cls())
 
     @property
     def spiral_L(self) -> int:
@@ -155,8 +170,8 @@ class PairingError(ValueError):
 
 
 def budget_tokens_per_prompt(cfg: TrainConfig) -> int:
-    """Max-token budget per prompt: grpo G x L, spiral (N1 + K x N2) x L_s, sft 0."""
-    if cfg.method == "grpo":
+    """Max-token budget per prompt: grpo / grsp / lcpo G x L, spiral (N1 + K x N2) x L_s, sft 0."""
+    if cfg.method in GROUP_METHODS:
         return cfg.group_size * cfg.max_new_tokens
     if cfg.method == "spiral":
         return (cfg.n1 + cfg.k * cfg.n2) * cfg.spiral_L
