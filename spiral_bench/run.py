@@ -5,21 +5,21 @@ Stages (each resumes after a kill, because each underlying step does):
 1. `base`: the starting checkpoint. `model: tiny` (or a tiny preset name) = the shared SFT base,
    trained once and cached by the hash of its config (`trainers.sft.ensure_sft_base`); any other
    model (a local path or hub id) is used as given.
-2. `train_<method>` for the requested method and, unless `baseline: false`, the matched GRPO
-   baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
+2. `train_<method>` for the requested method(s) (comma-separated: spiral, grpo, grsp, lcpo) and,
+   unless `baseline: false`, the matched GRPO baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
    with TrainConfig.seed = seed + i (data order, sampling and LoRA init all follow it), staged and
    linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in
    `<out>/train/<method>-<config hash>/` (shared by every run under the same results root, so an
    identical config is trained once and reused); the run folder links to them as `train/<label>`.
    Matched compute (`check_pairing`, `tolerance`, on the training config's `matched_by`: the
    max-token budget per prompt, checked before training, or the logged generated tokens per
-   prompt, checked after) for every run i of spiral against run i of grpo: refused unless
-   `allow_unmatched`; the manifest's "pairing" holds both measures.
+   prompt, checked after) for every run i of each compared method against run i of grpo: refused
+   unless `allow_unmatched`; the manifest's "pairing"/"pairings" hold both measures.
 3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
    `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
    swept with seed + i and its cells carry train_run = i under the method's own name.
-   Stages 2-3 form a dependency graph (a sweep needs its training run and, for a spiral/grpo pair,
-   their matched-compute gate; sweep_base needs only the base) run by `jobs.run_jobs`: on the CPU
+   Stages 2-3 form a dependency graph (a sweep needs its training run and the matched-compute
+   gates of its pairs; sweep_base needs only the base) run by `jobs.run_jobs`: on the CPU
    `jobs` worker processes at once (default one per core, at most 4), each with cores / jobs torch
    threads; `jobs=1` runs them in this process in the order listed. The manifest lists every stage
    up front ("pending") and records the execution ("workers", "threads_per_worker", "wall_seconds").
@@ -57,6 +57,7 @@ from .fileio import write_json
 from .jobs import peak_rss_mb
 
 SCHEMA = "spiral-bench/run/1"
+RUN_METHODS = ("spiral", "grpo", "grsp", "lcpo")
 PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
             "pyarrow", "math-verify", "lm_eval", "trl", "vllm")
 
@@ -65,8 +66,9 @@ PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "
 class RunConfig:
     """One `spiral-bench run`: what to train, from which base, and how to sweep it."""
 
-    method: str = option("spiral", choices=("spiral", "grpo", "both"),
-                         help="method to train; spiral and grpo also train the GRPO baseline unless baseline=false")
+    method: str = option("spiral", help="method(s) to train, comma-separated: spiral, grpo, grsp, lcpo, or both "
+                                        "(= spiral); every method but grpo also trains the GRPO baseline "
+                                        "unless baseline=false, and is matched against it")
     budget_grid: str = option("default", help="budget grid: preset (smoke, default, paper) or YAML path")
     task: str | None = option(None, help="task; None = the training config's task (train_tiny: arithmetic)")
     task_options: dict = option(default_factory=dict, help="task options (e.g. n_ops, data_dir) over the "
@@ -89,11 +91,25 @@ class RunConfig:
                                              "the intervals resample them (two-level bootstrap); 1 = provisional "
                                              "verdicts")
 
+    def __post_init__(self):
+        self.methods()          # validates `method`
+
     def methods(self) -> list[str]:
-        """The RL methods this run trains, baseline first."""
-        if self.method == "both" or (self.method == "spiral" and self.baseline):
-            return ["grpo", "spiral"]
-        return [self.method]
+        """The RL methods this run trains, the GRPO baseline first ("spiral,grsp" -> grpo, spiral, grsp)."""
+        names = [m.strip() for m in self.method.split(",") if m.strip()]
+        names = [x for m in names for x in (("spiral", "grpo") if m == "both" else (m,))]
+        bad = [m for m in names if m not in RUN_METHODS]
+        if bad or not names or len(set(names)) != len(names):
+            raise ConfigError(f"method: {self.method!r}: give one or more of {list(RUN_METHODS)} (or both), "
+                              "comma-separated, each once")
+        if self.baseline and names != ["grpo"] and "grpo" not in names:
+            names = ["grpo", *names]
+        return sorted(names, key=lambda m: m != "grpo")
+
+    def compared(self) -> list[str]:
+        """The methods matched and compared against GRPO (every trained method but grpo, when grpo trains)."""
+        ms = self.methods()
+        return [m for m in ms if m != "grpo"] if "grpo" in ms else []
 
 
 def run_hash(cfg: RunConfig, n: int = 12) -> str:
@@ -118,7 +134,7 @@ def run_labels(method: str, n: int) -> list[str]:
 
 def run_dir_for(cfg: RunConfig, out: str | os.PathLike) -> Path:
     task = next(iter(train_configs(cfg).values())).task
-    return Path(out) / f"{cfg.method}-{task}-{Path(cfg.budget_grid).stem}-{run_hash(cfg, 8)}"
+    return Path(out) / f"{cfg.method.replace(',', '+')}-{task}-{Path(cfg.budget_grid).stem}-{run_hash(cfg, 8)}"
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
@@ -298,13 +314,14 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
     tcfgs = train_configs(cfg)                             # validates everything before any work
     runs = [tcfgs] + [train_configs(cfg, i) for i in range(1, cfg.train_seeds)]   # runs[i][method]
-    if len(tcfgs) == 2:          # a budget-matched pair is refused before any compute is spent
+    if cfg.compared():           # a budget-matched pair is refused before any compute is spent
         from .trainers.train_config import check_pairing
         for r in runs:
-            try:
-                check_pairing(r["spiral"], r["grpo"], tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+            for m in cfg.compared():
+                try:
+                    check_pairing(r[m], r["grpo"], tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
     grid = load_grid(cfg.budget_grid)
     first = next(iter(tcfgs.values()))
     task = get_task(first.task, **first.task_options)
@@ -359,25 +376,26 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
             tdir = out / "train" / f"{m}-{config_hash(tc)}"
             stages.append(Job(f"train_{lab}", train, dict(cfg=tc, out_dir=tdir, progress=progress and not par,
                                                           init_path=None if tc.model else base), cost=2.0))
-    gates = {}
-    if len(tcfgs) == 2:
-        for i, (sp, gr) in enumerate(zip(run_labels("spiral", cfg.train_seeds), run_labels("grpo", cfg.train_seeds))):
-            gates[sp] = gates[gr] = f"matched_{i}"
-            stages.append(Job(f"matched_{i}", _check_matched, dict(rd=rd, a=sp, b=gr, cfg=cfg, out=out),
-                              deps=(f"train_{sp}", f"train_{gr}"), local=True))
+    gates: dict[str, tuple] = {}                          # label -> its matched-compute gates
+    for m in cfg.compared():
+        for i, (lab, gr) in enumerate(zip(run_labels(m, cfg.train_seeds), run_labels("grpo", cfg.train_seeds))):
+            name = f"matched_{m}_{i}"
+            gates[lab], gates[gr] = (name,), gates.get(gr, ()) + (name,)
+            stages.append(Job(name, _check_matched, dict(rd=rd, a=lab, b=gr, cfg=cfg, out=out),
+                              deps=(f"train_{lab}", f"train_{gr}"), local=True))
     sweep_args = dict(task=task, problems=problems, grid=grid, out_dir=rd, device=cfg.device, dtype=cfg.dtype,
                       progress=progress and not par, backend=cfg.backend)
     stages.append(Job("sweep_base", _sweep_stage, dict(path=base, label="base", seed=cfg.seed, train_run=0,
                                                       **sweep_args)))
     for m in tcfgs:
         for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
-            deps = (f"train_{lab}",) + ((gates[lab],) if lab in gates else ())
+            deps = (f"train_{lab}",) + gates.get(lab, ())
             stages.append(Job(f"sweep_{lab}", _sweep_stage, dict(path=None, label=m, seed=cfg.seed + i, train_run=i,
                                                                 **sweep_args), deps=deps))
     if par:
-        print(f"== {len(stages) - len(gates) // 2} stages on {workers} worker processes x {threads} torch "
+        print(f"== {sum(not j.local for j in stages)} stages on {workers} worker processes x {threads} torch "
               f"thread(s) each (--jobs)", flush=True)
-    pairs: dict[int, dict] = {}
+    pairs: dict[str, dict] = {}
 
     def started(j: Job) -> None:
         if j.name.startswith("sweep_") and j.kwargs["path"] is None:    # its checkpoint is known now
@@ -387,7 +405,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
 
     def done(j: Job, res, seconds: float, rss: float) -> None:
         if j.local:
-            pairs[int(j.name.split("_")[1])] = res
+            pairs[j.name] = {"method": j.kwargs["a"], "baseline": j.kwargs["b"], **res}
             return
         man.finish(j.name, seconds, rss, "done", announce=par)
         if bar is not None:
@@ -419,11 +437,12 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
             man.echo = lambda line: print(line, flush=True)
     man.data["execution"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
     if pairs:
-        man.data["pairing"] = pairs[0]
+        order = [j.name for j in stages if j.local]            # method by method, run by run
+        man.data["pairing"] = pairs[order[0]]
         if len(pairs) > 1:
-            man.data["pairings"] = [pairs[i] for i in sorted(pairs)]
+            man.data["pairings"] = [pairs[n] for n in order]
     with man.stage("analysis"):
-        baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
+        baseline = "grpo" if cfg.compared() else "base"
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
                    "split": "test"}
         analysis = ev.analyze_cells(load_cells(rd), labels, baseline, B=cfg.bootstrap, seed=cfg.seed,
@@ -459,7 +478,7 @@ def _sweep_stage(path, label: str, task, problems, grid, out_dir, seed: int, dev
 
 
 def _check_matched(rd: Path, a: str, b: str, cfg: RunConfig, out: Path) -> dict:
-    """The matched-compute gate of training run pair (a = spiral, b = grpo): the pairing report, or
+    """The matched-compute gate of training run pair (a = the compared method's run, b = grpo's): the pairing report, or
     ConfigError when unmatched (unless cfg.allow_unmatched)."""
     from .trainers.train_config import check_pairing, pairing_text
 

@@ -247,3 +247,31 @@ def test_eval_takes_several_training_runs_per_method_and_train_makes_them(smoke_
         assert main(["train", "--method", "grpo", *SMOKE_TRAIN_FLAGS, "--train-seeds", "2", "--out", str(d)]) == 0
     assert [yaml.safe_load((p / "config.yaml").read_text())["seed"] for p in (d, tmp_path / "grpo-try-run1")] == [0, 1]
     assert (tmp_path / "grpo-try-run1" / "final").is_dir() and "training run 1, seed 1" in buf.getvalue()
+
+
+def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run):
+    """`run --method grsp` trains GRSP and the GRPO baseline (reused from the smoke run by config
+    hash), gates the pair on matched compute, sweeps both and compares GRSP with GRPO; the report
+    renders. Bad method names fail before any work."""
+    from tests.conftest import SMOKE_RUN_ARGS
+
+    run_dir, _, _ = smoke_run
+    out = run_dir.parent
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(SMOKE_RUN_ARGS + ["--method", "grsp", "--train-seeds", "1", "--out", str(out)]) == 0
+    new_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    assert new_dir.name.startswith("grsp-arithmetic-smoke-")
+    man = json.loads((new_dir / "manifest.json").read_text())
+    assert [s for s in man["stages"] if s.startswith(("train_", "sweep_"))] == [
+        "train_grpo", "train_grsp", "sweep_base", "sweep_grpo", "sweep_grsp"]
+    assert man["pairing"]["method"] == "grsp" and man["pairing"]["baseline"] == "grpo"
+    assert man["pairing"]["budget"]["a"] == man["pairing"]["budget"]["b"]          # both G x L
+    assert (new_dir / "train" / "grpo").resolve() == (run_dir / "train" / "grpo").resolve()
+    rows = [json.loads(r) for r in (new_dir / "train" / "grsp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("grsp_segments_per_response" in r for r in rows)
+    a = json.loads((new_dir / "analysis.json").read_text())
+    assert a["baseline"] == "grpo" and set(load_cells(new_dir)["method"]) == {"base", "grpo", "grsp"}
+    assert any(c["method"] == "grsp" and c["baseline"] == "grpo" for c in a["comparisons"])
+    assert "grsp" in (new_dir / "report.md").read_text()
+    assert main(["run", "--method", "spiral,nope", "--out", str(out)]) == 2
