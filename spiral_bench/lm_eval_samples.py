@@ -1,0 +1,101 @@
+"""Read lm-eval's `--log_samples` files (`samples_<task>_<date>.jsonl`, lm-eval 0.4.x) as the
+per-sample records `spiral-bench analyze` works on, keeping lm-eval's own scoring.
+
+What lm-eval writes (lm_eval/evaluator.py, loggers/evaluation_tracker.py): one JSON object per
+(document, filter) with doc_id, doc, target, arguments, resps (per request: the raw responses of
+its `repeats`), filtered_resps (per request: what the filter kept, one string, or a list of
+strings when the filter keeps several repeats, e.g. take_first_k), filter (its name), metrics
+(the metric names) and each metric's value for the document (what the task's process_results
+returned). A generate_until task has one request per document.
+
+Mapping, per line, for the metric M (default `exact_match`, lm-eval's name for the single-sample
+metric of its math tasks; nothing is re-graded):
+    responses R = filtered_resps[0]            (one string counts as one response)
+    v = line[M]:  a list of len(R) numbers     -> v_i scores response i (spiral_* tasks log this);
+                  a number and len(R) == 1     -> it scores the one response;
+                  anything else                -> an error naming the line.
+    record: problem_id = str(doc_id), sample_id = i, correct = v_i (bool or number in [0, 1]),
+            method = the task (from the file name) or "default", followed by "/<filter>" when the
+            file holds several filters (each filter is then analysed as a method of its own).
+lm-eval logs no token counts, so compute is the number of samples.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+LM_EVAL_KEYS = ("doc_id", "filtered_resps", "filter")
+DEFAULT_METRIC = "exact_match"
+
+
+def is_lm_eval_samples(path) -> bool:
+    """Whether the first non-blank line of `path` is an lm-eval logged sample."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(obj, dict) and all(k in obj for k in LM_EVAL_KEYS)
+    return False
+
+
+def task_of(path) -> str | None:
+    """The task of lm-eval's file name samples_<task>_<date>.jsonl (the date has no '_'), or None."""
+    m = re.fullmatch(r"samples_(.+)_[^_]+", Path(path).stem)
+    return m.group(1) if m else None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (bool, int, float))
+
+
+def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """([(line_number, record)], [(line_number, error)]) for an lm-eval samples file (module docstring)."""
+    lines: list[tuple[int, dict]] = []
+    errors: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                errors.append((n, f"not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            missing = [k for k in LM_EVAL_KEYS if not isinstance(obj, dict) or k not in obj]
+            if missing:
+                errors.append((n, f"not an lm-eval logged sample: lacks {', '.join(missing)}"))
+                continue
+            lines.append((n, obj))
+    filters = sorted({str(o["filter"]) for _, o in lines})
+    base = task_of(path) or "default"
+    records: list[tuple[int, dict]] = []
+    for n, o in lines:
+        fr = o["filtered_resps"]
+        resps = fr[0] if isinstance(fr, list) and fr else None
+        if isinstance(resps, str):
+            resps = [resps]
+        if not isinstance(resps, list) or not resps:
+            errors.append((n, f"filtered_resps must hold the responses of one request, got {fr!r:.80}"))
+            continue
+        if metric not in o:
+            have = [k for k in o.get("metrics", []) if k in o]
+            errors.append((n, f"no metric {metric!r} on this line (lm-eval logged {have}); choose one with --metric"))
+            continue
+        v = o[metric]
+        if isinstance(v, list) and len(v) == len(resps) and all(_number(x) for x in v):
+            values = v
+        elif _number(v) and len(resps) == 1:
+            values = [v]
+        else:
+            shape = f"a list of {len(v)}" if isinstance(v, list) else repr(v)
+            errors.append((n, f"{metric} is {shape} for {len(resps)} response(s) of filter {o['filter']!r}: "
+                              f"need one value per response (a per-sample list, or one response per line)"))
+            continue
+        method = base if len(filters) == 1 else f"{base}/{o['filter']}"
+        for i, c in enumerate(values):
+            records.append((n, {"problem_id": str(o["doc_id"]), "sample_id": i, "correct": c, "method": method}))
+    return records, errors
