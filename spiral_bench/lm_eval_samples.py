@@ -10,7 +10,9 @@ returned). A generate_until task has one request per document.
 
 Mapping, per line, for the metric M (default `exact_match`, lm-eval's name for the single-sample
 metric of its math tasks; nothing is re-graded):
-    responses R = filtered_resps[0]            (one string counts as one response)
+    responses R = filtered_resps[0]            (one string counts as one response; a line whose
+                                                requests are not one generation, e.g. multiple
+                                                choice, is one response scored as a whole)
     v = line[M]:  a list of len(R) numbers     -> v_i scores response i (spiral_* tasks log this);
                   a number and len(R) == 1     -> it scores the one response;
                   anything else                -> an error naming the line.
@@ -75,12 +77,14 @@ def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple
     records: list[tuple[int, dict]] = []
     for n, o in lines:
         fr = o["filtered_resps"]
-        resps = fr[0] if isinstance(fr, list) and fr else None
-        if isinstance(resps, str):
-            resps = [resps]
-        if not isinstance(resps, list) or not resps:
-            errors.append((n, f"filtered_resps must hold the responses of one request, got {fr!r:.80}"))
+        if not isinstance(fr, list) or not fr:
+            errors.append((n, f"filtered_resps must be a list of requests' responses, got {fr!r:.80}"))
             continue
+        # generated responses kept for the doc's one request; else (loglikelihood requests, one
+        # per choice) the line is one sample scored as a whole
+        gen = len(fr) == 1 and (isinstance(fr[0], str) or (isinstance(fr[0], list) and fr[0]
+                                                           and all(isinstance(x, str) for x in fr[0])))
+        resps = ([fr[0]] if isinstance(fr[0], str) else fr[0]) if gen else [fr]
         if metric not in o:
             have = [k for k in o.get("metrics", []) if k in o]
             errors.append((n, f"no metric {metric!r} on this line (lm-eval logged {have}); choose one with --metric"))

@@ -181,3 +181,14 @@ def test_lm_eval_lines_errors_name_the_line(tmp_path):
     s = analyze_file(write_lines(tmp_path / "samples_t_2026-01-01T00-00-01.jsonl", [lines[2]]), tmp_path / "o2",
                      B=100, metric="acc")   # --metric picks another per-sample metric
     assert s["methods"]["t"]["pass@k"]["2"]["mean"] == 1.0 and s["input"]["metric"] == "acc"
+
+
+def test_multiple_choice_lines_are_one_sample_each(tmp_path):
+    """A loglikelihood task (one request per choice, a scalar acc per doc) is one sample per doc."""
+    lines = [{"doc_id": d, "doc": {}, "target": "0", "arguments": {}, "resps": [[[-1.0, False]], [[-2.0, True]]],
+              "filtered_resps": [[-1.0, False], [-2.0, True]], "filter": "none", "metrics": ["acc"], "acc": a}
+             for d, a in enumerate([1.0, 0.0, 1.0])]
+    s = analyze_file(write_lines(tmp_path / "samples_arc_easy_2026-01-01T00-00-00.jsonl", lines), tmp_path / "o",
+                     B=100, metric="acc")
+    m = s["methods"]["arc_easy"]
+    assert (m["n_problems"], m["n_samples_max"]) == (3, 1) and m["pass@k"]["1"]["mean"] == pytest.approx(2 / 3)

@@ -63,11 +63,24 @@ def test_prefill_peak_memory_grows_linearly(tiny, tmp_path):
     assert ratio < 4.0
 
 
-@pytest.mark.parametrize("fast_masks", [True, False])
-def test_chunked_prefill_matches_teacher_forcing(tiny, fast_masks):
+def gqa_model():
+    """A tiny Qwen3 with grouped-query attention (4 query heads per key/value head)."""
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    from spiral_bench.models import build_char_tokenizer
+    tok = build_char_tokenizer()
+    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=8, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(1)
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval(), tok
+
+
+@pytest.mark.parametrize("fast_masks,gqa", [(True, False), (False, False), (True, True)])
+def test_chunked_prefill_matches_teacher_forcing(tiny, fast_masks, gqa):
     """Prompts of 1300 and 700 tokens (the shorter left-padded across a whole chunk) in chunks of
     512: log-probs equal one unchunked teacher-forced pass; tokens equal the one-chunk prefill's."""
-    model, tok = tiny
+    model, tok = gqa_model() if gqa else tiny
     reqs = [Request(long_prompt(1300, 1), n=3, seed=1), Request(long_prompt(700, 2), n=2, seed=2)]
     sc = SamplingConfig(temperature=1.0, max_new_tokens=12, batch_size=8)
     chunked = Sampler(model, tok, fast_masks=fast_masks, prefill_chunk_tokens=512).generate(reqs, sc)
@@ -79,5 +92,5 @@ def test_chunked_prefill_matches_teacher_forcing(tiny, fast_masks):
             assert x.token_ids == y.token_ids
             ref = reference_logprobs(model, tok, r.prompt, x.token_ids)
             worst = max(worst, (ref - torch.tensor(x.logprobs, dtype=torch.float64)).abs().max().item())
-    print(f"max |logprob - teacher forcing| (chunked prefill, fast_masks={fast_masks}) = {worst:.2e}")
+    print(f"max |logprob - teacher forcing| (chunked prefill, fast_masks={fast_masks}, gqa={gqa}) = {worst:.2e}")
     assert worst <= 1e-4
