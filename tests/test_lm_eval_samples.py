@@ -74,17 +74,17 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 
 def test_lm_eval_cli_samples_k5_analyzed(tiny_dir, tmp_path):
-    """lm-eval's CLI (in-process) on a 5-sample task written by sample_tasks' format, graded by a
+    """lm-eval's CLI (in-process, the task named by its tag) on a 5-sample task in sample_tasks' format, graded by a
     task a random model half solves: analyze's pass@1 and pass@5 equal lm-eval's own numbers, and
     its per-sample scores are spiral-bench's grader on the responses lm-eval logged."""
     folder = Path(sle.sample_tasks(5, tmp_path / "k5"))
     text = (folder / "spiral_arithmetic_k5.yaml").read_text()
     (folder / "parity_k5.yaml").write_text(
         text.replace("spiral_arithmetic_k5", "parity_k5").replace('"arithmetic"', f'"{FirstCharParity.name}"')
-        .replace("tag: spiral_k5", "tag: parity_probe_k5"))
+        .replace("tag: spiral_k5", "tag: spiral_parity_probe_k5"))
     out = tmp_path / "out"
     rc, _ = run_cli(["lm-eval", "run", "--model", "hf", "--model_args", f"pretrained={tiny_dir},dtype=float32",
-                     "--device", "cpu", "--include_path", str(folder), "--tasks", "parity_k5", "--limit", "6",
+                     "--device", "cpu", "--include_path", str(folder), "--tasks", "spiral_parity_probe_k5", "--limit", "6",
                      "--gen_kwargs", "max_gen_toks=4", "--batch_size", "64", "--output_path", str(out),
                      "--log_samples"])
     assert rc == 0

@@ -183,7 +183,9 @@ def precheck(tasks: list[str], user_paths: list[str], data_dir: str | None = Non
     user_tasks = set()
     for root in user_paths:
         if Path(root).is_dir():
-            user_tasks |= set(validate_tasks(root, strict=False))
+            for name, file in validate_tasks(root, strict=False).items():
+                tag = _load(Path(file)).get("tag") or []
+                user_tasks |= {name, *([tag] if isinstance(tag, str) else tag)}  # tasks and tags
     bad = _broken_yamls(user_paths)
     for name in tasks:
         if name.endswith(".yaml") or Path(name).is_dir():
