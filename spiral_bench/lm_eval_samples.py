@@ -18,7 +18,9 @@ metric of its math tasks; nothing is re-graded):
                   anything else                -> an error naming the line.
     record: problem_id = str(doc_id), sample_id = i, correct = v_i (bool or number in [0, 1]),
             method = the task (from the file name) or "default", followed by "/<filter>" when the
-            file holds several filters (each filter is then analysed as a method of its own).
+            file holds several filters (each filter is then analysed as a method of its own);
+            answer (for maj@k) = canonical(extract(R_i)) by the spiral-bench task of a spiral_*
+            doc, the keys that task's maj@n votes over; other tasks give no answer (no maj@k).
 lm-eval logs no token counts, so compute is the number of samples.
 """
 from __future__ import annotations
@@ -100,6 +102,21 @@ def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple
                               f"need one value per response (a per-sample list, or one response per line)"))
             continue
         method = base if len(filters) == 1 else f"{base}/{o['filter']}"
+        answers = _spiral_answers(o.get("doc"), resps) if gen else None
         for i, c in enumerate(values):
-            records.append((n, {"problem_id": str(o["doc_id"]), "sample_id": i, "correct": c, "method": method}))
+            rec = {"problem_id": str(o["doc_id"]), "sample_id": i, "correct": c, "method": method}
+            if answers is not None:
+                rec["answer"] = answers[i]
+            records.append((n, rec))
     return records, errors
+
+
+def _spiral_answers(doc, resps: list[str]) -> list[str | None] | None:
+    """Answer keys canonical(extract(response)) of a spiral_* task's doc (the keys its maj@n votes
+    over), or None for other tasks (then analyze computes no maj@k)."""
+    if not (isinstance(doc, dict) and doc.get("spiral_task") and "id" in doc and "meta" in doc):
+        return None
+    from spiral_bench.lm_eval.hooks import doc_problem
+    task, _ = doc_problem(doc)
+    keys = [task.canonical(task.extract(r)) for r in resps]
+    return [None if k is None else str(k) for k in keys]

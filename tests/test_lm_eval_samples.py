@@ -100,6 +100,7 @@ def test_lm_eval_cli_samples_k5_analyzed(tiny_dir, tmp_path):
     assert m["pass@k"]["1"]["mean"] == pytest.approx(lm["pass@1,all"], abs=1e-12)
     assert m["pass@k"]["1"]["mean"] == pytest.approx(lm["exact_match,all"], abs=1e-12)
     assert m["pass@k"]["5"]["mean"] == pytest.approx(lm["pass@5,all"], abs=1e-12)
+    assert m["maj@k"]["5"]["mean"] == pytest.approx(lm["maj@5,all"], abs=1e-12)  # votes over the task's keys
     assert 0.0 < m["pass@k"]["1"]["mean"] < 1.0  # a non-trivial number, so equality means something
     task = get_task(FirstCharParity.name)
     problems = {p.id: p for p in task.problems("test", n=6)}
@@ -139,6 +140,7 @@ def test_real_lm_eval_cli_files_analyzed(tiny_dir, tmp_path):
         assert m["pass@k"]["1"]["mean"] == pytest.approx(lm[f"exact_match,{flt}"], abs=1e-12)
         if n > 1:
             assert m["pass@k"][str(n)]["mean"] == pytest.approx(lm[f"pass@{n},{flt}"], abs=1e-12)
+            assert m["maj@k"][str(n)]["mean"] == pytest.approx(lm[f"maj@{n},{flt}"], abs=1e-12)
 
 
 def lm_line(doc_id, flt, resps, **metrics):
