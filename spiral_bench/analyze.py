@@ -104,13 +104,14 @@ def _parse(path) -> tuple[list[tuple[int, object]], list[tuple[int, str]]]:
     return objs, errors
 
 
-def read_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple[int, dict]], list[str]]:
+def read_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
+                 include_paths=()) -> tuple[list[tuple[int, dict]], list[str]]:
     """Parse and validate FILE.jsonl (our format, or lm-eval's --log_samples file, scored by its
     `metric`) -> ([(line_number, record)], warnings); raises AnalyzeInputError listing every bad line."""
     rows: list[tuple[int, dict]] = []
     unknown: dict[str, int] = {}
     lm_eval = is_lm_eval_samples(path)
-    objs, errors = read_lm_eval_samples(path, metric) if lm_eval else _parse(path)
+    objs, errors = read_lm_eval_samples(path, metric, rescore, include_paths) if lm_eval else _parse(path)
     for n, obj in objs:
         msgs = _check(obj)
         errors.extend((n, m) for m in msgs)
@@ -183,10 +184,11 @@ def _cell_tokens(ps: list[list[dict]], ks: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95,
-                 metric: str = DEFAULT_METRIC) -> dict:
+                 metric: str = DEFAULT_METRIC, rescore: bool = False, include_paths=()) -> dict:
     """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict
-    (`metric`: the per-sample metric of an lm-eval samples file)."""
-    rows, warnings = read_samples(path, metric)
+    (`metric`: the per-sample metric of an lm-eval samples file; `rescore`: score its raw repeats
+    with the lm-eval task, found also under `include_paths`)."""
+    rows, warnings = read_samples(path, metric, rescore, include_paths)
     has_gen, has_prompt = "completion_tokens" in rows[0][1], "prompt_tokens" in rows[0][1]
     unit = "generated_tokens" if has_gen else "samples"
     pools: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -200,7 +202,7 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
                                    "paired": "one resampling shared by all methods"},
                      "input": {"path": str(path), "samples": len(rows), "n_problems": len(problems),
                                "format": "lm-eval log_samples" if is_lm_eval_samples(path) else "jsonl",
-                               **({"metric": metric} if is_lm_eval_samples(path) else {})},
+                               **({"metric": metric, "rescored": rescore} if is_lm_eval_samples(path) else {})},
                      "warnings": warnings}
     curves = {}
     for m in methods:

@@ -172,7 +172,8 @@ def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, 
 def cmd_analyze(args) -> int:
     from .analyze import analyze_file
 
-    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed, metric=args.metric)
+    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed, metric=args.metric,
+                           rescore=args.rescore, include_paths=args.include_path)
     for method, m in summary["methods"].items():
         ks = sorted(m["pass@k"], key=int)
         row = ", ".join(f"pass@{k}={m['pass@k'][k]['mean']:.3f}" for k in (ks[0], ks[-1]))
@@ -319,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "prompt_tokens, completion_tokens]; or lm-eval's --log_samples file samples_<task>_<date>.jsonl")
     a.add_argument("--metric", default="exact_match", help="lm-eval samples file: the per-sample metric "
                    "to score (default exact_match)")
+    a.add_argument("--rescore", action="store_true", help="lm-eval samples file: score every raw repeat with "
+                   "the task's own filter and process_results (loads the task and its dataset)")
+    a.add_argument("--include-path", action="append", default=[], help="with --rescore: a folder of lm-eval "
+                   "task YAMLs (repeatable; spiral-bench's and lm-eval's tasks are always found)")
     a.add_argument("--out", required=True, help="output folder (summary.json)")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0)

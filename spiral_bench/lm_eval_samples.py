@@ -22,6 +22,11 @@ metric of its math tasks; nothing is re-graded):
             answer (for maj@k) = canonical(extract(R_i)) by the spiral-bench task of a spiral_*
             doc, the keys that task's maj@n votes over; other tasks give no answer (no maj@k).
 lm-eval logs no token counts, so compute is the number of samples.
+
+With rescore=True (`analyze --rescore`), for tasks whose filter reduces the repeats to one
+response (e.g. majority vote) or that log one number per document: R = resps[0] (the raw
+repeats) and v_i = the task's own filter pipeline and process_results applied to repeat i alone
+(`rescorer`), so every repeat is a sample, scored by lm-eval's code.
 """
 from __future__ import annotations
 
@@ -56,8 +61,10 @@ def _number(v) -> bool:
     return isinstance(v, (bool, int, float))
 
 
-def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
-    """([(line_number, record)], [(line_number, error)]) for an lm-eval samples file (module docstring)."""
+def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
+                         include_paths=()) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """([(line_number, record)], [(line_number, error)]) for an lm-eval samples file (module
+    docstring); with `rescore`, every raw repeat is scored by the lm-eval task itself (`rescorer`)."""
     lines: list[tuple[int, dict]] = []
     errors: list[tuple[int, str]] = []
     with open(path, encoding="utf-8") as f:
@@ -77,7 +84,20 @@ def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC) -> tuple[list[tuple
     filters = sorted({str(o["filter"]) for _, o in lines})
     base = task_of(path) or "default"
     records: list[tuple[int, dict]] = []
+    score = rescorer(task_of(path), metric, include_paths) if rescore and lines else None
     for n, o in lines:
+        if score is not None:
+            raw = o.get("resps")
+            raw = raw[0] if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], list) else None
+            if not raw or not all(isinstance(r, str) for r in raw):
+                errors.append((n, "--rescore needs the generated repeats of one request in resps"))
+                continue
+            try:
+                o = {**o, "filtered_resps": [raw], metric: [score(o["doc"], o["filter"], r) for r in raw]}
+            except Exception as e:  # noqa: BLE001 - reported with the line
+                errors.append((n, f"--rescore: the task's filter {o['filter']!r} / process_results failed on one "
+                                  f"repeat: {type(e).__name__}: {e}"))
+                continue
         fr = o["filtered_resps"]
         if not isinstance(fr, list) or not fr:
             errors.append((n, f"filtered_resps must be a list of requests' responses, got {fr!r:.80}"))
@@ -120,3 +140,29 @@ def _spiral_answers(doc, resps: list[str]) -> list[str | None] | None:
     task, _ = doc_problem(doc)
     keys = [task.canonical(task.extract(r)) for r in resps]
     return [None if k is None else str(k) for k in keys]
+
+
+def rescorer(task: str | None, metric: str, include_paths=()):
+    """score(doc, filter_name, response) -> the lm-eval task's `metric` for ONE raw repeat: the
+    task's filter pipeline of that name applied to [[response]], then its process_results(doc,
+    [filtered]). The task is loaded by lm-eval's TaskManager (our tasks, `include_paths`, lm-eval's
+    own), so its dataset must be reachable. A filter that needs several responses (take_first_k
+    with k > 1, majority over k) cannot score one repeat: its lines are errors."""
+    if not task:
+        raise ValueError("--rescore: the task name comes from lm-eval's file name samples_<task>_<date>.jsonl")
+    from spiral_bench.lm_eval import task_manager
+    loaded = task_manager(extra_include=list(include_paths) or None).load([task])["tasks"]
+    if task not in loaded:
+        raise ValueError(f"--rescore: lm-eval has no task {task!r} (add its folder with --include-path)")
+    t = loaded[task]
+    pipelines = {f.name: f for f in t._filters}
+
+    def score(doc, filter_name, response):
+        resps = [[response]]
+        for make in pipelines[filter_name].filters:
+            resps = list(make().apply(resps, [doc]))
+        value = t.process_results(doc, [resps[0]])[metric]
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        return value
+    return score

@@ -194,3 +194,43 @@ def test_multiple_choice_lines_are_one_sample_each(tmp_path):
                      B=100, metric="acc")
     m = s["methods"]["arc_easy"]
     assert (m["n_problems"], m["n_samples_max"]) == (3, 1) and m["pass@k"]["1"]["mean"] == pytest.approx(2 / 3)
+
+
+def test_rescore_scores_every_raw_repeat(tiny_dir, tmp_path):
+    """A task with repeats 4 and lm-eval's default take_first filter logs one scalar exact_match per
+    doc: analyze sees one sample per problem; with --rescore every raw repeat is scored by the task's
+    own filter and process_results, which equals spiral-bench's grader on lm-eval's logged repeats."""
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "parity_first4.yaml").write_text(
+        f"include: {json.dumps(str(Path(sle.include_path()) / '_spiral_base.yaml'))}\ntask: parity_first4\n"
+        f"repeats: 4\ndataset_kwargs: {{spiral_name: parity_first4, spiral_task: {FirstCharParity.name}}}\n"
+        "generation_kwargs: {until: [\"\\n\"], max_gen_toks: 4, do_sample: true, temperature: 1.0}\n")
+    out = tmp_path / "out"
+    rc, _ = run_cli(["lm-eval", "run", "--model", "hf", "--model_args", f"pretrained={tiny_dir},dtype=float32",
+                     "--device", "cpu", "--include_path", str(probe), "--tasks", "parity_first4", "--limit", "6",
+                     "--batch_size", "64", "--output_path", str(out), "--log_samples"])
+    assert rc == 0
+    samples = one(str(out / "**" / "samples_parity_first4_*.jsonl"))
+    lm = json.loads(one(str(out / "**" / "results_*.json")).read_text())["results"]["parity_first4"]
+    plain = analyze_file(samples, tmp_path / "plain", B=100)["methods"]["parity_first4"]
+    assert plain["n_samples_max"] == 1
+    assert plain["pass@k"]["1"]["mean"] == pytest.approx(lm["exact_match,none"], abs=1e-12)
+    rc, printed = run_cli(["analyze", str(samples), "--out", str(tmp_path / "re"), "--rescore",
+                           "--include-path", str(probe), "--bootstrap", "100"])
+    assert rc == 0
+    s = json.loads((tmp_path / "re" / "summary.json").read_text())
+    m = s["methods"]["parity_first4"]
+    assert (m["n_problems"], m["n_samples_min"], m["n_samples_max"]) == (6, 4, 4) and s["input"]["rescored"]
+    task = get_task(FirstCharParity.name)
+    problems = {p.id: p for p in task.problems("test", n=6)}
+    rewards = []
+    for line in samples.read_text().splitlines():
+        rec = json.loads(line)
+        (raw,) = rec["resps"]
+        assert len(raw) == 4
+        rewards.append([task.reward(problems[rec["doc"]["id"]], r) for r in raw])
+        assert rewards[-1][0] == rec["exact_match"]      # lm-eval scored the first repeat
+    assert m["pass@k"]["1"]["mean"] == pytest.approx(sum(map(sum, rewards)) / 24, abs=1e-12)
+    assert m["pass@k"]["4"]["mean"] == pytest.approx(sum(map(max, rewards)) / 6, abs=1e-12)
+    assert 0 < m["pass@k"]["1"]["mean"] < m["pass@k"]["4"]["mean"]
