@@ -449,7 +449,7 @@ class Sampler:
         row is empty), else transformers builds it from the 2-D mask valid[:, :c1]."""
         P, dev = ids.shape[1], ids.device
         C = self.prefill_chunk if self.prefill_chunk > 0 else P
-        for c0 in range(0, P, C):
+        for c0 in range(0, P, C) if P else [0]:   # (all-empty prompts: one empty forward, as before)
             c1 = min(P, c0 + C)
             if ready_masks:
                 q, k = torch.arange(c0, c1, device=dev)[:, None], torch.arange(c1, device=dev)[None, :]
