@@ -183,7 +183,8 @@ def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, 
 def cmd_analyze(args) -> int:
     from .analyze import analyze_file
 
-    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed)
+    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed, metric=args.metric,
+                           rescore=args.rescore, include_paths=args.include_path)
     for method, m in summary["methods"].items():
         ks = sorted(m["pass@k"], key=int)
         row = ", ".join(f"pass@{k}={m['pass@k'][k]['mean']:.3f}" for k in (ks[0], ks[-1]))
@@ -340,14 +341,24 @@ def build_parser() -> argparse.ArgumentParser:
                        "JSONL made by any engine",
                        **_examples("spiral-bench analyze samples.jsonl --out results/analyzed"))
     a.add_argument("file", help="JSONL: problem_id, sample_id, correct, [method, answer, "
-                   "prompt_tokens, completion_tokens]")
+                   "prompt_tokens, completion_tokens]; or lm-eval's --log_samples file samples_<task>_<date>.jsonl")
+    a.add_argument("--metric", default="exact_match", help="lm-eval samples file: the per-sample metric "
+                   "to score (default exact_match)")
+    a.add_argument("--rescore", action="store_true", help="lm-eval samples file: score every raw repeat with "
+                   "the task's own filter and process_results (loads the task and its dataset)")
+    a.add_argument("--include-path", action="append", default=[], help="with --rescore: a folder of lm-eval "
+                   "task YAMLs (repeatable; spiral-bench's and lm-eval's tasks are always found)")
     a.add_argument("--out", required=True, help="output folder (summary.json)")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_analyze)
 
-    sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
-                   "(for lm-eval --include_path)", **_examples("spiral-bench lm-eval-path")).set_defaults(func=lambda a: _lm_eval().cli_path())
+    lp = sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
+                        "(for lm-eval --include_path)",
+                        **_examples("spiral-bench lm-eval-path", "spiral-bench lm-eval-path --samples 32"))
+    lp.add_argument("--samples", type=int, default=None, help="write and print a folder of spiral_<task>_k<N> "
+                    "tasks (N samples per problem) instead")
+    lp.set_defaults(func=lambda a: _lm_eval().cli_path(a.samples))
     le = sub.add_parser("lm-eval", add_help=False, prefix_chars="\0",
                         help="lm-eval's own CLI (same flags) with spiral-bench's tasks and the `spiral` model type")
     le.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval, e.g. run --model spiral ...")
