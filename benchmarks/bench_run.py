@@ -57,10 +57,9 @@ def main(argv=None) -> None:
         print(f"sft_base_single={ev['single']:.3f} sft_base_pass@{n}={ev[f'pass@{n}']:.3f} "
               f"ratio={ev[f'pass@{n}'] / max(ev['single'], 1e-9):.2f} sft_base_aggregate={ev['aggregate']:.3f} "
               f"({ev['problems']} held-out problems)")
-    if man.get("pairing"):
-        p = man["pairing"]
-        print(f"matched compute: spiral {p['a']:.0f} vs grpo {p['b']:.0f} generated tokens per prompt "
-              f"({p['relative_difference']:.1%})")
+    from spiral_bench.trainers.train_config import pairing_text
+    for i, p in enumerate(man.get("pairings") or ([man["pairing"]] if man.get("pairing") else [])):
+        print(f"matched compute, training run {i} (matched_by {p['matched_by']}): {pairing_text(p)}")
     analysis = json.loads((rd / "analysis.json").read_text())
     rows = {"pass@1 (max L)": ("pass@k", {"k": 1}), "maj@16": ("maj@k", {"k": 16}),
             "aggregate (4 of 16)": ("aggregate", {}), "rsa T=2 population": ("rsa", {})}

@@ -1,7 +1,9 @@
 """`spiral-bench analyze FILE.jsonl --out DIR`: pooled estimates and paired comparisons from samples
 made by any engine.
 
-Input, one JSON object per line (blank lines are skipped; every other line is data):
+Input: lm-eval's `--log_samples` file (samples_<task>_<date>.jsonl; its per-sample metric values,
+`exact_match` unless `metric` says otherwise, are the scores; `spiral_bench.lm_eval_samples` gives
+the mapping), or one JSON object per line (blank lines are skipped; every other line is data):
   problem_id (str, required), sample_id (int, required), correct (bool or number in [0, 1],
   required), method (str, default "default"), answer (str or null = abstain; used for maj@k),
   prompt_tokens, completion_tokens (ints >= 0).
@@ -42,6 +44,7 @@ import numpy as np
 from spiral_bench.compute import expected_subset_tokens, floor_compute
 from spiral_bench.estimators import maj_at_k, pass_at_k_pool
 from spiral_bench.fileio import write_json
+from spiral_bench.lm_eval_samples import DEFAULT_METRIC, is_lm_eval_samples, read_lm_eval_samples
 from spiral_bench.stats import PairedBootstrap, compare, percentile_ci
 
 KNOWN = {"problem_id", "sample_id", "correct", "method", "answer", "prompt_tokens", "completion_tokens"}
@@ -87,28 +90,36 @@ def _check(obj) -> list[str]:
     return errs
 
 
-def read_samples(path) -> tuple[list[tuple[int, dict]], list[str]]:
-    """Parse and validate FILE.jsonl -> ([(line_number, record)], warnings); raises
-    AnalyzeInputError listing every bad line."""
-    errors: list[tuple[int, str]] = []
-    rows: list[tuple[int, dict]] = []
-    unknown: dict[str, int] = {}
+def _parse(path) -> tuple[list[tuple[int, object]], list[tuple[int, str]]]:
+    """([(line_number, parsed object)], [(line_number, error)]) of a JSONL file."""
+    objs, errors = [], []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                objs.append((n, json.loads(line)))
             except json.JSONDecodeError as e:
                 errors.append((n, f"not valid JSON ({e.msg} at column {e.colno})"))
-                continue
-            msgs = _check(obj)
-            errors.extend((n, m) for m in msgs)
-            if msgs:
-                continue
-            for key in obj.keys() - KNOWN:
-                unknown.setdefault(key, n)
-            rows.append((n, obj))
+    return objs, errors
+
+
+def read_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
+                 include_paths=()) -> tuple[list[tuple[int, dict]], list[str]]:
+    """Parse and validate FILE.jsonl (our format, or lm-eval's --log_samples file, scored by its
+    `metric`) -> ([(line_number, record)], warnings); raises AnalyzeInputError listing every bad line."""
+    rows: list[tuple[int, dict]] = []
+    unknown: dict[str, int] = {}
+    lm_eval = is_lm_eval_samples(path)
+    objs, errors = read_lm_eval_samples(path, metric, rescore, include_paths) if lm_eval else _parse(path)
+    for n, obj in objs:
+        msgs = _check(obj)
+        errors.extend((n, m) for m in msgs)
+        if msgs:
+            continue
+        for key in obj.keys() - KNOWN:
+            unknown.setdefault(key, n)
+        rows.append((n, obj))
     if not rows and not errors:
         errors.append((0, "no samples in the file"))
     seen: dict[tuple, int] = {}
@@ -172,9 +183,12 @@ def _cell_tokens(ps: list[list[dict]], ks: np.ndarray) -> tuple[np.ndarray, np.n
     return prompt, gen
 
 
-def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict."""
-    rows, warnings = read_samples(path)
+def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.95,
+                 metric: str = DEFAULT_METRIC, rescore: bool = False, include_paths=()) -> dict:
+    """Analyse FILE.jsonl, write out_dir/summary.json atomically and return the summary dict
+    (`metric`: the per-sample metric of an lm-eval samples file; `rescore`: score its raw repeats
+    with the lm-eval task, found also under `include_paths`)."""
+    rows, warnings = read_samples(path, metric, rescore, include_paths)
     has_gen, has_prompt = "completion_tokens" in rows[0][1], "prompt_tokens" in rows[0][1]
     unit = "generated_tokens" if has_gen else "samples"
     pools: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
@@ -186,7 +200,9 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
     summary: dict = {"methods": {}, "comparisons": [], "compute_unit": unit,
                      "bootstrap": {"B": B, "seed": seed, "level": level, "resampled": "problems",
                                    "paired": "one resampling shared by all methods"},
-                     "input": {"path": str(path), "samples": len(rows), "n_problems": len(problems)},
+                     "input": {"path": str(path), "samples": len(rows), "n_problems": len(problems),
+                               "format": "lm-eval log_samples" if is_lm_eval_samples(path) else "jsonl",
+                               **({"metric": metric, "rescored": rescore} if is_lm_eval_samples(path) else {})},
                      "warnings": warnings}
     curves = {}
     for m in methods:

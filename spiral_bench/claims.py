@@ -69,9 +69,9 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
             notes.append(f"the benchmark of the published figure; the paper's setup ({PAPER_SETUP}) may still "
                          f"differ from this run's models")
         else:
-            notes.append(f"the published figure is for another benchmark ({c['benchmark']}) and setup "
-                         f"({PAPER_SETUP}), so this checks the direction and size of the effect here, not the "
-                         f"published number")
+            notes.append(f"the published figures are for other benchmarks (each row's benchmark) and another "
+                         f"setup ({PAPER_SETUP}): these rows check the direction and size of the effect here, "
+                         f"not the published numbers")     # the same words on every such row: said once
         n_context = len(notes)
         est, censored = None, False
         if meth is None or base is None:

@@ -1,6 +1,6 @@
 """The `spiral-bench` command line: one subcommand per job, each a thin wrapper over the library.
 
-    spiral-bench run --method spiral|grpo|both --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
+    spiral-bench run --method spiral|grpo|grsp|lcpo|both[,...] --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
     spiral-bench report RUN_DIR [RUN_DIR ...] [--out DIR]
     spiral-bench reproduce RUN_DIR --out DIR
     spiral-bench tasks list
@@ -100,21 +100,27 @@ def engine_flags(p) -> None:
 
 def cmd_train(args) -> int:
     from .trainers.loop import train
-    from .trainers.train_config import check_pairing, make_config
+    from .trainers.train_config import check_pairing, make_config, pairing_text
 
     ov = dict(parse_override(o) for o in (args.set or []))
     for key in ("task", "model", "steps", "seed"):
         if getattr(args, key) is not None:
             ov[key] = getattr(args, key)
-    cfg = make_config(args.method, args.config, ov)
-    if args.pair_with:  # refuse before spending compute on an unmatched comparison
-        check_pairing(cfg, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
-    final = train(cfg, args.out, progress=not args.no_progress)
-    if args.pair_with:
-        rep = check_pairing(args.out, args.pair_with, tolerance=args.tolerance, allow=args.allow_unmatched)
-        print(f"matched compute: {rep['a']:.0f} vs {rep['b']:.0f} generated tokens per prompt "
-              f"({rep['relative_difference']:.1%})")
-    print(f"final checkpoint: {final}")
+    n = args.train_seeds
+    if n < 1:
+        raise ConfigError(f"train: --train-seeds must be >= 1 (got {n})")
+    seed = make_config(args.method, args.config, ov).seed
+    for i in range(n):       # run i: seed S+i into OUT (i = 0) or OUT-run<i>, paired with PAIR-run<i>
+        cfg = make_config(args.method, args.config, {**ov, "seed": seed + i})
+        out = args.out if i == 0 else f"{args.out}-run{i}"
+        pair = args.pair_with if not args.pair_with or i == 0 else f"{args.pair_with}-run{i}"
+        if pair:  # refuse before spending compute on an unmatched comparison
+            check_pairing(cfg, pair, tolerance=args.tolerance, allow=args.allow_unmatched)
+        final = train(cfg, out, progress=not args.no_progress)
+        if pair:
+            rep = check_pairing(out, pair, tolerance=args.tolerance, allow=args.allow_unmatched)
+            print(f"matched compute (matched_by {rep['matched_by']}): {pairing_text(rep)}")
+        print(f"final checkpoint: {final}" + (f" (training run {i}, seed {seed + i})" if n > 1 else ""))
     return 0
 
 
@@ -133,8 +139,10 @@ def cmd_run(args) -> int:
               "chat_template": args.chat_template, "system_prompt": args.system_prompt,
               "vllm": to_dict(_engine_flags(args)["vllm"])}
     cfg = build(RunConfig, {k: v for k, v in fields.items() if v is not None})
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit(f"spiral-bench run: --jobs must be >= 1 (got {args.jobs})")
     with engine_options(**engine_options_of(cfg)):
-        run_pipeline(cfg, args.out, progress=not args.no_progress)
+        run_pipeline(cfg, args.out, progress=not args.no_progress, jobs=args.jobs)
     return 0
 
 
@@ -163,9 +171,9 @@ def cmd_eval(args) -> int:
 
     from .tasks import get_task
 
-    ckpts = {args.label: args.checkpoint}
+    ckpts = {args.label: args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0]}
     if args.baseline:
-        ckpts[args.baseline_label] = args.baseline
+        ckpts[args.baseline_label] = args.baseline if len(args.baseline) > 1 else args.baseline[0]
     opts, source = eval_task_options(args.task, ckpts, _task_options(args.opt, args.data_dir))
     task = get_task(args.task, **opts)
     shown = ", ".join(f"{k}={v}" for k, v in sorted(opts.items())) or "the task's defaults"
@@ -184,7 +192,10 @@ def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, 
     Checkpoints trained with different options are an error unless --opt settles every difference."""
     from .config import saved_task
 
-    found = {label: s for label, path in checkpoints.items() if (s := saved_task(path)) and s[0] == task}
+    flat = {f"{label}[{i}]" if isinstance(paths, (list, tuple)) else label: path
+            for label, paths in checkpoints.items()
+            for i, path in enumerate(paths if isinstance(paths, (list, tuple)) else [paths])}
+    found = {label: s for label, path in flat.items() if (s := saved_task(path)) and s[0] == task}
     opts: dict = {}
     for label, (_, saved, path) in found.items():
         clash = sorted(k for k in set(saved) & set(opts) if saved[k] != opts[k] and k not in given)
@@ -202,7 +213,8 @@ def eval_task_options(task: str, checkpoints: dict, given: dict) -> tuple[dict, 
 def cmd_analyze(args) -> int:
     from .analyze import analyze_file
 
-    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed)
+    summary = analyze_file(args.file, args.out, B=args.bootstrap, seed=args.seed, metric=args.metric,
+                           rescore=args.rescore, include_paths=args.include_path)
     for method, m in summary["methods"].items():
         ks = sorted(m["pass@k"], key=int)
         row = ", ".join(f"pass@{k}={m['pass@k'][k]['mean']:.3f}" for k in (ks[0], ks[-1]))
@@ -228,8 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "statistics and report in one resumable run folder", **_examples(
                            "spiral-bench run                                   # the CPU default, about 10 min",
                            "spiral-bench run --budget-grid smoke --steps 5 --set lr=3e-4"))
-    r.add_argument("--method", choices=("spiral", "grpo", "both"), default="spiral",
-                   help="method to train (spiral and grpo also train the matched GRPO baseline unless --no-baseline)")
+    r.add_argument("--method", default="spiral", metavar="M[,M...]",
+                   help="method(s) to train: spiral (default), grpo, grsp, lcpo or both (= spiral), comma-separated, "
+                        "e.g. spiral,grsp; each but grpo is matched against and compared with the GRPO baseline, "
+                        "trained too unless --no-baseline")
     r.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
     r.add_argument("--task", default=None, help="task (default: the training config's, arithmetic)")
     r.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option, e.g. n_ops=3")
@@ -249,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="independent training runs per method, seeds SEED .. SEED+N-1 (default 1); the "
                         "intervals then include training variance (two-level bootstrap: runs, then problems); "
                         "with 1 the verdicts are provisional")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="trainings and sweeps run N at a time in worker processes, each with CPU cores / N "
+                        "torch threads (default: one per core, at most 4, on the CPU; 1 on a GPU or with "
+                        "vllm); 1 = all in this process. Not part of the run's config or folder")
     r.add_argument("--out", default="results", help="results root (default results/)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--backend", default=None, choices=("hf", "vllm"), help="sweep backend (default hf)")
@@ -308,15 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     engine_flags(sm)
     sm.set_defaults(func=cmd_sample)
 
-    tr = sub.add_parser("train", help="train sft | grpo | spiral into a run folder (resumes a killed run)",
+    tr = sub.add_parser("train", help="train sft | grpo | spiral | grsp | lcpo into a run folder (resumes a killed run)",
                         **_examples("spiral-bench train --method grpo --steps 20 --out results/train/grpo-try"))
-    tr.add_argument("--method", choices=("sft", "grpo", "spiral"), default=None)
+    tr.add_argument("--method", choices=("sft", "grpo", "spiral", "grsp", "lcpo"), default=None,
+                    help="sft, grpo, spiral, or grpo with a length-shaped reward: grsp (segments), lcpo (tokens)")
     tr.add_argument("--config", default=None, help="YAML file or preset (train_tiny [default], train_paper)")
     tr.add_argument("--task", default=None)
     tr.add_argument("--model", default=None, help="starting policy; default: the cached SFT base")
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
-    tr.add_argument("--out", required=True, help="run folder")
+    tr.add_argument("--out", required=True, help="run folder (training run i > 0 of --train-seeds: OUT-run<i>)")
+    tr.add_argument("--train-seeds", type=int, default=1, metavar="N",
+                    help="independent training runs, seeds SEED .. SEED+N-1, into OUT, OUT-run1, ...; with "
+                         "--pair-with P, run i is paired with P-run<i> (default 1)")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. lr=3e-4")
     tr.add_argument("--pair-with", default=None, metavar="RUN_DIR",
                     help="the other method's run: refuse unless generated tokens per prompt match")
@@ -328,9 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="sweep a budget grid for a checkpoint (and a baseline), with statistics",
                         **_examples("spiral-bench eval --checkpoint results/train/grpo-try/final --task arithmetic "
                                     "--budget-grid smoke --out results/eval-grpo-try"))
-    ev.add_argument("--checkpoint", required=True, help="model folder, tiny preset or hub id")
+    ev.add_argument("--checkpoint", required=True, nargs="+", metavar="DIR",
+                    help="model folder, tiny preset or hub id; several = independent training runs of one "
+                         "method (the intervals then resample runs too: two-level bootstrap)")
     ev.add_argument("--label", default="method", help="name of the checkpoint in the results")
-    ev.add_argument("--baseline", default=None, help="baseline model folder")
+    ev.add_argument("--baseline", default=None, nargs="+", metavar="DIR",
+                    help="baseline model folder(s), several = its training runs")
     ev.add_argument("--baseline-label", default="baseline")
     ev.add_argument("--task", required=True)
     ev.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
@@ -349,14 +374,24 @@ def build_parser() -> argparse.ArgumentParser:
                        "JSONL made by any engine",
                        **_examples("spiral-bench analyze samples.jsonl --out results/analyzed"))
     a.add_argument("file", help="JSONL: problem_id, sample_id, correct, [method, answer, "
-                   "prompt_tokens, completion_tokens]")
+                   "prompt_tokens, completion_tokens]; or lm-eval's --log_samples file samples_<task>_<date>.jsonl")
+    a.add_argument("--metric", default="exact_match", help="lm-eval samples file: the per-sample metric "
+                   "to score (default exact_match)")
+    a.add_argument("--rescore", action="store_true", help="lm-eval samples file: score every raw repeat with "
+                   "the task's own filter and process_results (loads the task and its dataset)")
+    a.add_argument("--include-path", action="append", default=[], help="with --rescore: a folder of lm-eval "
+                   "task YAMLs (repeatable; spiral-bench's and lm-eval's tasks are always found)")
     a.add_argument("--out", required=True, help="output folder (summary.json)")
     a.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_analyze)
 
-    sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
-                   "(for lm-eval --include_path)", **_examples("spiral-bench lm-eval-path")).set_defaults(func=lambda a: _lm_eval().cli_path())
+    lp = sub.add_parser("lm-eval-path", help="print the folder of spiral-bench's lm-eval task YAMLs "
+                        "(for lm-eval --include_path)",
+                        **_examples("spiral-bench lm-eval-path", "spiral-bench lm-eval-path --samples 32"))
+    lp.add_argument("--samples", type=int, default=None, help="write and print a folder of spiral_<task>_k<N> "
+                    "tasks (N samples per problem) instead")
+    lp.set_defaults(func=lambda a: _lm_eval().cli_path(a.samples))
     le = sub.add_parser("lm-eval", add_help=False, prefix_chars="\0",
                         help="lm-eval's own CLI (same flags) with spiral-bench's tasks and the `spiral` model type")
     le.add_argument("lm_eval_args", nargs=argparse.REMAINDER, help="arguments for lm-eval, e.g. run --model spiral ...")

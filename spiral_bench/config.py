@@ -206,8 +206,13 @@ def _jsonable(o: Any):
 
 
 def to_dict(cfg: Any) -> dict:
-    """A JSON/YAML-ready dict of a config (tuples become lists, nested configs dicts)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=_jsonable))
+    """A JSON/YAML-ready dict of a config (tuples become lists, nested configs dicts). A config with an
+    `omitted_keys()` method leaves those top-level keys out (e.g. a section at its default that the
+    config does not use, so adding such a section keeps old hashes and run folders valid)."""
+    d = json.loads(json.dumps(dataclasses.asdict(cfg), default=_jsonable))
+    for k in getattr(cfg, "omitted_keys", lambda: ())():
+        d.pop(k, None)
+    return d
 
 
 def config_hash(cfg: Any, n: int = 12) -> str:

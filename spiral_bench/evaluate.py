@@ -409,8 +409,10 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
              progress: bool = True, baseline_label: str | None = None, sampling=None, B: int = 2000,
              compute_col: str = "generated_tokens", split: str = "test", problems_seed: int = 0,
              claim_method: str | None = None, backend: str = "hf", **engine_opts) -> dict:
-    """Sweep every checkpoint ({label: path or tiny preset}) over `grid` on `task` into one cell
-    store under out_dir, then analyse it and write out_dir/analysis.json. Resumable.
+    """Sweep every checkpoint ({label: path or tiny preset, or a list of them = that label's
+    independent training runs}) over `grid` on `task` into one cell store under out_dir, then analyse
+    it and write out_dir/analysis.json. Resumable. Run i of a label is swept with seed + i and its
+    cells carry train_run = i; with several runs the intervals resample them (two-level bootstrap).
 
     task: a Task or a registered name; grid: a BudgetGrid, preset name or YAML path;
     baseline_label: default the last label when there are two or more (none with one label);
@@ -433,12 +435,14 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
     problems = select_problems(task, grid, split=split, seed=problems_seed)
     from .tasks.graders import reset_grader_errors
     reset_grader_errors()
-    for label, path in checkpoints.items():
-        sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
-                         progress=progress, sampling=sampling, backend=backend, **engine_opts)
+    for label, paths in checkpoints.items():
+        for i, path in enumerate(paths if isinstance(paths, (list, tuple)) else [paths]):
+            sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed + i, device=device, dtype=dtype,
+                             progress=progress, sampling=sampling, backend=backend, train_run=i, **engine_opts)
     cells = load_cells(out_dir)
     context = {"task": getattr(task, "name", type(task).__name__), "grid": grid.name, "seed": seed,
-               "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "split": split}
+               "checkpoints": {k: [str(p) for p in v] if isinstance(v, (list, tuple)) else str(v)
+                               for k, v in checkpoints.items()}, "split": split}
     res = analyze_cells(cells, labels, baseline_label, B=B, seed=seed, compute_col=compute_col,
                         claim_method=claim_method, context=context)
     note_grader_errors(res, out_dir)

@@ -5,17 +5,24 @@ Stages (each resumes after a kill, because each underlying step does):
 1. `base`: the starting checkpoint. `model: tiny` (or a tiny preset name) = the shared SFT base,
    trained once and cached by the hash of its config (`trainers.sft.ensure_sft_base`); any other
    model (a local path or hub id) is used as given.
-2. `train_<method>` for the requested method and, unless `baseline: false`, the matched GRPO
-   baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
+2. `train_<method>` for the requested method(s) (comma-separated: spiral, grpo, grsp, lcpo) and,
+   unless `baseline: false`, the matched GRPO baseline; with `train_seeds: N > 1`, N independent runs per method from the same base, run i
    with TrainConfig.seed = seed + i (data order, sampling and LoRA init all follow it), staged and
    linked as `<method>` (i = 0) and `<method>-run<i>`. Training runs live in
    `<out>/train/<method>-<config hash>/` (shared by every run under the same results root, so an
    identical config is trained once and reused); the run folder links to them as `train/<label>`.
-   Matched compute is checked on the logged generated tokens per prompt (`check_pairing`,
-   `tolerance`), for every run i of spiral against run i of grpo: refused unless `allow_unmatched`.
+   Matched compute (`check_pairing`, `tolerance`, on the training config's `matched_by`: the
+   max-token budget per prompt, checked before training, or the logged generated tokens per
+   prompt, checked after) for every run i of each compared method against run i of grpo: refused
+   unless `allow_unmatched`; the manifest's "pairing"/"pairings" hold both measures.
 3. `sweep_<label>` for labels base, grpo, spiral (and grpo-run<i>, spiral-run<i>):
    `evaluate.sweep_checkpoint` into the run's cell store (finished cells are skipped); run i is
    swept with seed + i and its cells carry train_run = i under the method's own name.
+   Stages 2-3 form a dependency graph (a sweep needs its training run and the matched-compute
+   gates of its pairs; sweep_base needs only the base) run by `jobs.run_jobs`: on the CPU
+   `jobs` worker processes at once (default one per core, at most 4), each with cores / jobs torch
+   threads; `jobs=1` runs them in this process in the order listed. The manifest lists every stage
+   up front ("pending") and records the execution ("workers", "threads_per_worker", "wall_seconds").
 4. `analysis`: `evaluate.analyze_cells` -> analysis.json, the two-level bootstrap over the runs
    (`seed_stats`). Baseline "grpo" when both methods ran (claims checked on spiral vs grpo), else
    "base". With one run per method the verdicts are marked provisional.
@@ -37,10 +44,8 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shlex
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,8 +55,10 @@ import yaml
 from .backends.vllm_options import VLLMOptions
 from .config import ConfigError, build, config_hash, option, to_dict
 from .fileio import write_json
+from .jobs import peak_rss_mb
 
 SCHEMA = "spiral-bench/run/1"
+RUN_METHODS = ("spiral", "grpo", "grsp", "lcpo")
 PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
             "pyarrow", "math-verify", "lm_eval", "trl", "vllm")
 
@@ -60,8 +67,9 @@ PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "
 class RunConfig:
     """One `spiral-bench run`: what to train, from which base, and how to sweep it."""
 
-    method: str = option("spiral", choices=("spiral", "grpo", "both"),
-                         help="method to train; spiral and grpo also train the GRPO baseline unless baseline=false")
+    method: str = option("spiral", help="method(s) to train, comma-separated: spiral, grpo, grsp, lcpo, or both "
+                                        "(= spiral); every method but grpo also trains the GRPO baseline "
+                                        "unless baseline=false, and is matched against it")
     budget_grid: str = option("default", help="budget grid: preset (smoke, default, paper) or YAML path")
     task: str | None = option(None, help="task; None = the training config's task (train_tiny: arithmetic)")
     task_options: dict = option(default_factory=dict, help="task options (e.g. n_ops, data_dir) over the "
@@ -84,30 +92,46 @@ class RunConfig:
                                 "the tokenizer has one), none, or a Jinja template file")
     system_prompt: str | None = option(None, help="system message of the chat template (None: none)")
     vllm: VLLMOptions = option(default_factory=VLLMOptions, help="vllm backend engine options")
-    train_seeds: int = option(1, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
+    train_seeds: int = option(3, min=1, help="independent training runs per method (seeds seed, seed+1, ...); "
                                              "the intervals resample them (two-level bootstrap); 1 = provisional "
                                              "verdicts")
 
+    def __post_init__(self):
+        self.methods()          # validates `method`
+
     def methods(self) -> list[str]:
-        """The RL methods this run trains, baseline first."""
-        if self.method == "both" or (self.method == "spiral" and self.baseline):
-            return ["grpo", "spiral"]
-        return [self.method]
+        """The RL methods this run trains, the GRPO baseline first ("spiral,grsp" -> grpo, spiral, grsp)."""
+        names = [m.strip() for m in self.method.split(",") if m.strip()]
+        names = [x for m in names for x in (("spiral", "grpo") if m == "both" else (m,))]
+        bad = [m for m in names if m not in RUN_METHODS]
+        if bad or not names or len(set(names)) != len(names):
+            raise ConfigError(f"method: {self.method!r}: give one or more of {list(RUN_METHODS)} (or both), "
+                              "comma-separated, each once")
+        if self.baseline and names != ["grpo"] and "grpo" not in names:
+            names = ["grpo", *names]
+        return sorted(names, key=lambda m: m != "grpo")
+
+    def compared(self) -> list[str]:
+        """The methods matched and compared against GRPO (every trained method but grpo, when grpo trains)."""
+        ms = self.methods()
+        return [m for m in ms if m != "grpo"] if "grpo" in ms else []
 
 
 def run_hash(cfg: RunConfig, n: int = 12) -> str:
-    """config_hash of the RunConfig, the fields added later (train_seeds, chat_template,
-    system_prompt, vllm) left out at their defaults (so a run made before they existed keeps its
-    folder)."""
+    """config_hash of the RunConfig, the fields added later left out at the value runs made before
+    them had (train_seeds 1; chat_template, system_prompt, vllm at their defaults), so such a run
+    keeps its folder."""
     d, default = to_dict(cfg), to_dict(RunConfig())
-    for key in ("train_seeds", "chat_template", "system_prompt", "vllm"):  # fields added later
-        if d.get(key) == default[key]:
+    for key, old in (("train_seeds", 1), ("chat_template", default["chat_template"]),
+                     ("system_prompt", default["system_prompt"]), ("vllm", default["vllm"])):
+        if d.get(key) == old:
             del d[key]
     return config_hash(d, n)
 
 
 def engine_options_of(cfg: RunConfig) -> dict:
-    """The sweep's engine options of a run (`evaluate.engine_options` wraps `run_pipeline` in them)."""
+    """The sweep's engine options of a run (each sweep stage gets them; `cmd_run` also wraps
+    `run_pipeline` in `evaluate.engine_options`)."""
     return {"chat_template": cfg.chat_template, "system_prompt": cfg.system_prompt, "vllm": cfg.vllm}
 
 
@@ -137,7 +161,7 @@ def run_labels(method: str, n: int) -> list[str]:
 
 def run_dir_for(cfg: RunConfig, out: str | os.PathLike) -> Path:
     task = next(iter(train_configs(cfg).values())).task
-    return Path(out) / f"{cfg.method}-{task}-{Path(cfg.budget_grid).stem}-{run_hash(cfg, 8)}"
+    return Path(out) / f"{cfg.method.replace(',', '+')}-{task}-{Path(cfg.budget_grid).stem}-{run_hash(cfg, 8)}"
 
 
 def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
@@ -217,40 +241,43 @@ def _data_files(task) -> dict:
     return out
 
 
-def _peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
-
-
-
 class _Manifest:
     """manifest.json kept up to date as stages run (status, wall seconds summed over attempts)."""
 
     def __init__(self, path: Path, base: dict):
         old = json.loads(path.read_text()) if path.is_file() else {}
         self.path, self.data = path, {**base, "stages": old.get("stages", {}), "started": old.get("started") or _now()}
+        self.echo = lambda line: print(line, flush=True)    # tqdm's write while a stages bar is shown
         self.save()
 
     def save(self) -> None:
         write_json(self.path, self.data, default=str)
 
-    @contextmanager
-    def stage(self, name: str):
+    def start(self, name: str, quiet: bool = False) -> dict:
         st = self.data["stages"].setdefault(name, {"seconds": 0.0})
         st["status"] = "running"
         self.save()
-        print(f"== {name}", flush=True)
-        t0 = time.perf_counter()
+        self.echo(f"== {name}" + (" started" if quiet else ""))
+        return st
+
+    def finish(self, name: str, seconds: float, rss_mb: float, status: str, announce: bool = False) -> None:
+        st = self.data["stages"][name]
+        st["status"] = status
+        st["seconds"] = round(st.get("seconds", 0.0) + seconds, 2)
+        st["peak_rss_mb"] = round(rss_mb, 1)
+        self.save()
+        if announce:
+            self.echo(f"== {name} {status} ({seconds:.0f} s)")
+
+    @contextmanager
+    def stage(self, name: str):
+        st = self.start(name)
+        t0, status = time.perf_counter(), "failed"
         try:
             yield st
-            st["status"] = "done"
-        except BaseException:
-            st["status"] = "failed"
-            raise
+            status = "done"
         finally:
-            st["seconds"] = round(st.get("seconds", 0.0) + time.perf_counter() - t0, 2)
-            st["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-            self.save()
+            self.finish(name, time.perf_counter() - t0, peak_rss_mb(), status)
 
 
 def _now() -> str:
@@ -293,9 +320,13 @@ def train_configs(cfg: RunConfig, run: int = 0) -> dict:
 
 
 def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: bool = True,
-                 cache_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> dict:
+                 cache_dir: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+                 jobs: int | None = None) -> dict:
     """Run (or resume) every stage; returns the manifest. run_dir defaults to `run_dir_for(cfg, out)`;
-    cache_dir: where the SFT base is cached (default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench)."""
+    cache_dir: where the SFT base is cached (default $SPIRAL_BENCH_CACHE or ~/.cache/spiral_bench);
+    jobs: worker processes for the trainings and sweeps (`jobs.run_jobs`; None = `default_workers`:
+    one per core, at most 4, on the CPU; 1 = everything in this process). An execution choice, not
+    part of the run's config or folder; the manifest records it ("execution")."""
     from . import evaluate as ev
     from .sweep import load_cells, load_grid, select_problems
     from .tasks import get_task
@@ -304,13 +335,22 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
 
     from .trainers.loop import sft_config_for, train
     from .trainers.sft import ensure_sft_base
-    from .trainers.train_config import check_pairing
+    from .jobs import Job, default_workers, run_jobs
+    from .tasks.grade_errors import add_errors
 
     hf_logging.disable_progress_bar()                   # our stages have their own bars
     out = Path(out)
     rd = Path(run_dir) if run_dir else run_dir_for(cfg, out)
     tcfgs = train_configs(cfg)                             # validates everything before any work
     runs = [tcfgs] + [train_configs(cfg, i) for i in range(1, cfg.train_seeds)]   # runs[i][method]
+    if cfg.compared():           # a budget-matched pair is refused before any compute is spent
+        from .trainers.train_config import check_pairing
+        for r in runs:
+            for m in cfg.compared():
+                try:
+                    check_pairing(r[m], r["grpo"], tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
+                except ValueError as e:
+                    raise ConfigError(str(e)) from None
     grid = load_grid(cfg.budget_grid)
     first = next(iter(tcfgs.values()))
     task = get_task(first.task, **first.task_options)
@@ -350,40 +390,88 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
             from .models import resolve_model
             base = resolve_model(first.model)
         models["base"] = str(base)
-    sweeps = [("base", "base", 0)]                         # (label, method, training run)
-    for m in tcfgs:
-        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
-            tc = runs[i][m]
-            with man.stage(f"train_{lab}"):
-                tdir = out / "train" / f"{m}-{config_hash(tc)}"
-                models[lab] = str(train(tc, tdir, progress=progress, init_path=None if tc.model else base))
-                _link(tdir, rd / "train" / lab)
-            sweeps.append((lab, m, i))
-    if len(tcfgs) == 2:
-        pairs = []
-        for sp, gr in zip(run_labels("spiral", cfg.train_seeds), run_labels("grpo", cfg.train_seeds)):
-            try:
-                rep = check_pairing(rd / "train" / sp, rd / "train" / gr, tolerance=cfg.tolerance,
-                                    allow=cfg.allow_unmatched)
-            except ValueError as e:
-                raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
-                                  "--allow-unmatched reuses them") from None
-            pairs.append(rep)
-            print(f"matched compute: {sp} {rep['a']:.0f} vs {gr} {rep['b']:.0f} generated tokens per prompt "
-                  f"({rep['relative_difference']:.1%}, tolerance {cfg.tolerance:.0%})", flush=True)
-        man.data["pairing"] = pairs[0]
-        if len(pairs) > 1:
-            man.data["pairings"] = pairs
     problems = select_problems(task, grid, seed=0)
     labels = ["base", *tcfgs]
     reset_grader_errors()
-    for label, method, i in sweeps:
-        with man.stage(f"sweep_{label}"):
-            ev.sweep_checkpoint(models[label], method, task, problems, grid, rd, seed=cfg.seed + i,
-                                device=cfg.device, dtype=cfg.dtype, progress=progress, backend=cfg.backend,
-                                train_run=i)
+    n_jobs = 1 + len(tcfgs) * cfg.train_seeds
+    workers = jobs if jobs else default_workers(cfg.device, cfg.backend, n_jobs)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    man.data["execution"] = {"workers": workers, "threads_per_worker": threads or torch_threads()}
+    par = workers > 1
+    stages: list[Job] = []                                # trainings, matched-compute gates, sweeps
+    for m in tcfgs:
+        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
+            tc = runs[i][m]
+            tdir = out / "train" / f"{m}-{config_hash(tc)}"
+            stages.append(Job(f"train_{lab}", train, dict(cfg=tc, out_dir=tdir, progress=progress and not par,
+                                                          init_path=None if tc.model else base), cost=2.0))
+    gates: dict[str, tuple] = {}                          # label -> its matched-compute gates
+    for m in cfg.compared():
+        for i, (lab, gr) in enumerate(zip(run_labels(m, cfg.train_seeds), run_labels("grpo", cfg.train_seeds))):
+            name = f"matched_{m}_{i}"
+            gates[lab], gates[gr] = (name,), gates.get(gr, ()) + (name,)
+            stages.append(Job(name, _check_matched, dict(rd=rd, a=lab, b=gr, cfg=cfg, out=out),
+                              deps=(f"train_{lab}", f"train_{gr}"), local=True))
+    sweep_args = dict(task=task, problems=problems, grid=grid, out_dir=rd, device=cfg.device, dtype=cfg.dtype,
+                      progress=progress and not par, backend=cfg.backend, **engine_options_of(cfg))
+    stages.append(Job("sweep_base", _sweep_stage, dict(path=base, label="base", seed=cfg.seed, train_run=0,
+                                                      **sweep_args)))
+    for m in tcfgs:
+        for i, lab in enumerate(run_labels(m, cfg.train_seeds)):
+            deps = (f"train_{lab}",) + gates.get(lab, ())
+            stages.append(Job(f"sweep_{lab}", _sweep_stage, dict(path=None, label=m, seed=cfg.seed + i, train_run=i,
+                                                                **sweep_args), deps=deps))
+    if par:
+        print(f"== {sum(not j.local for j in stages)} stages on {workers} worker processes x {threads} torch "
+              f"thread(s) each (--jobs)", flush=True)
+    pairs: dict[str, dict] = {}
+
+    def started(j: Job) -> None:
+        if j.name.startswith("sweep_") and j.kwargs["path"] is None:    # its checkpoint is known now
+            j.kwargs["path"] = models[j.name[len("sweep_"):]]
+        if not j.local:
+            man.start(j.name, quiet=par)
+
+    def done(j: Job, res, seconds: float, rss: float) -> None:
+        if j.local:
+            pairs[j.name] = {"method": j.kwargs["a"], "baseline": j.kwargs["b"], **res}
+            return
+        man.finish(j.name, seconds, rss, "done", announce=par)
+        if bar is not None:
+            bar.update(1)
+        if j.name.startswith("train_"):
+            lab = j.name[len("train_"):]
+            models[lab] = str(res)
+            _link(Path(j.kwargs["out_dir"]), rd / "train" / lab)
+        elif j.name.startswith("sweep_"):
+            add_errors(res)
+
+    def failed(j: Job, e: BaseException) -> None:
+        if not j.local:
+            man.finish(j.name, 0.0, peak_rss_mb(), "failed", announce=par)
+
+    for j in stages:                  # every stage listed up front, in this order, until it runs
+        if not j.local:
+            man.data["stages"].setdefault(j.name, {"seconds": 0.0, "status": "pending"})
+    t0, bar = time.perf_counter(), None
+    if par and progress:                  # workers draw no bars: one bar over the stages instead
+        from tqdm.auto import tqdm
+        bar = tqdm(total=sum(not j.local for j in stages), desc="trainings and sweeps", unit="stage")
+        man.echo = bar.write
+    try:
+        run_jobs(stages, workers, threads, started, done, failed)
+    finally:
+        if bar is not None:
+            bar.close()
+            man.echo = lambda line: print(line, flush=True)
+    man.data["execution"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
+    if pairs:
+        order = [j.name for j in stages if j.local]            # method by method, run by run
+        man.data["pairing"] = pairs[order[0]]
+        if len(pairs) > 1:
+            man.data["pairings"] = [pairs[n] for n in order]
     with man.stage("analysis"):
-        baseline = "grpo" if "grpo" in tcfgs and len(tcfgs) == 2 else "base"
+        baseline = "grpo" if cfg.compared() else "base"
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
                    "split": "test"}
         analysis = ev.analyze_cells(load_cells(rd), labels, baseline, B=cfg.bootstrap, seed=cfg.seed,
@@ -402,6 +490,42 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
     print(ev.format_verdicts(analysis))
     print(f"report: {rd / 'report.html'}")
     return man.data
+
+
+def _sweep_stage(path, label: str, task, problems, grid, out_dir, seed: int, device: str, dtype: str,
+                 progress: bool, backend: str, train_run: int, **engine_opts) -> dict:
+    """One sweep stage (in a worker or here): the checkpoint's cells; returns its grader errors.
+    engine_opts: chat_template, system_prompt, vllm (passed explicitly: a worker process does not
+    see this process's `evaluate.engine_options`)."""
+    from . import evaluate as ev
+    from .tasks.graders import grader_errors, reset_grader_errors
+
+    reset_grader_errors()
+    ev.sweep_checkpoint(path, label, task, problems, grid, out_dir, seed=seed, device=device, dtype=dtype,
+                        progress=progress, backend=backend, train_run=train_run, **engine_opts)
+    errs = grader_errors()
+    reset_grader_errors()
+    return errs
+
+
+def _check_matched(rd: Path, a: str, b: str, cfg: RunConfig, out: Path) -> dict:
+    """The matched-compute gate of training run pair (a = the compared method's run, b = grpo's): the pairing report, or
+    ConfigError when unmatched (unless cfg.allow_unmatched)."""
+    from .trainers.train_config import check_pairing, pairing_text
+
+    try:
+        rep = check_pairing(rd / "train" / a, rd / "train" / b, tolerance=cfg.tolerance, allow=cfg.allow_unmatched)
+    except ValueError as e:
+        raise ConfigError(f"{e}. The trained runs are kept under {out / 'train'}: the same command with "
+                          "--allow-unmatched reuses them") from None
+    print(f"matched compute, {a} vs {b} (matched_by {rep['matched_by']}, tolerance {cfg.tolerance:.0%}): "
+          f"{pairing_text(rep)}", flush=True)
+    return rep
+
+
+def torch_threads() -> int:
+    import torch
+    return torch.get_num_threads()
 
 
 def _print_base(sm: dict) -> None:

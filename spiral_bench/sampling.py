@@ -3,7 +3,11 @@
 Algorithm (per batch of at most `batch_size` sequences, requests sorted by prompt length):
 1. Shared-prefix prefill: every *distinct* prompt of the batch is run once (left padded to the
    longest, explicit position ids, a hand-built causal+padding mask) into `PreallocCache`, a
-   transformers `Cache` allocated once per layer. With the fused Qwen3 step (`_FastDecode`) the
+   transformers `Cache` allocated once per layer. The prompt goes in chunks of
+   `prefill_chunk_tokens` (1024) query positions, chunk [c0, c1) attending to keys [0, c1) with
+   fused attention (torch's scaled_dot_product_attention), so neither the mask ([U, 1, C, c1])
+   nor the attention scores are quadratic in the prompt: peak memory grows linearly with it
+   (tests/test_long_prompts.py). With the fused Qwen3 step (`_FastDecode`) the
    prompt K/V stay one copy per distinct prompt and decode attention reads them once for all of
    that prompt's samples (`_SharedPrefix`: one matmul per prompt over its rows' queries), when the
    batch's prompts are at least `share_prefix_min_tokens` (32) long (shorter ones cost more in
@@ -126,31 +130,31 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 
 def decode_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Plain matmul attention for the sampler (registered as transformers attention "spiral_decode").
+    """The sampler's attention (registered as transformers attention "spiral_decode").
 
     query [B, H, Q, D], key/value [B, Hkv, K, D], attention_mask additive float [B, 1, Q, K] or None.
-    out = softmax(q k^T * scaling + mask) v, returned as [B, Q, H, D]. For Q = 1 grouped-query heads
-    are folded into the query axis instead of repeating K/V (no copy of the cache).
+    out = softmax(q k^T * scaling + mask) v, returned as [B, Q, H, D]. For Q = 1 (decode) plain
+    matmuls, grouped-query heads folded into the query axis instead of repeating K/V (no copy of the
+    cache); for Q > 1 (a prefill chunk) torch's fused scaled_dot_product_attention.
     """
     b, h, q, d = query.shape
     hk = key.shape[1]
     g = h // hk
-    if g > 1 and q == 1:
+    if q > 1:  # prefill chunk: fused kernel, no [B, H, Q, K] float32 score tensor kept
+        o = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=g > 1)
+        return o.transpose(1, 2), None
+    if g > 1:  # fold grouped-query heads into the query axis
         query = query.reshape(b, hk, g, d)
-        mask = attention_mask
-    elif g > 1:
-        key, value = key.repeat_interleave(g, 1), value.repeat_interleave(g, 1)
-        mask = attention_mask
-    else:
-        mask = attention_mask
     s = torch.matmul(query * scaling, key.transpose(-1, -2))
-    if mask is not None:
-        s = s + mask
+    if attention_mask is not None:
+        s = s + attention_mask
     o = torch.matmul(torch.softmax(s, dim=-1, dtype=torch.float32).to(value.dtype), value)
     return o.reshape(b, h, q, -1).transpose(1, 2), None
 
 
 _ATTN = "spiral_decode"
+PREFILL_CHUNK_TOKENS = 1024  # prompt tokens per prefill chunk (Sampler's prefill_chunk_tokens)
 
 
 def _register_attention() -> None:
@@ -292,8 +296,10 @@ class Sampler:
     """Batched sampler over a transformers causal LM; see the module docstring for the algorithm."""
 
     def __init__(self, model, tokenizer, fast_masks: bool = True, fast_decode: bool = True,
-                 share_prefix: bool = True, share_prefix_min_tokens: int = 32):
+                 share_prefix: bool = True, share_prefix_min_tokens: int = 32,
+                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS):
         self.model, self.tok = model, tokenizer
+        self.prefill_chunk = prefill_chunk_tokens  # <= 0: the whole prompt in one chunk
         # shared-prompt attention pays from ~32-token prompts on (BENCHMARKS.md, bench_sampler --prefix-table)
         self.share_prefix, self.share_min = share_prefix, share_prefix_min_tokens
         self.fast_decode = fast_decode and _FastDecode.supports(model)
@@ -361,21 +367,15 @@ class Sampler:
             fast = attn.active and self.fast_decode
             share = fast and self.share_prefix and P >= self.share_min
             cache = PreallocCache(cfg.num_hidden_layers, P if share else L)
-            if attn.active:  # ready additive masks; pad query rows attend to themselves (no NaN)
-                q = torch.arange(P, device=dev)
-                allowed = ((q[None, :] <= q[:, None])[None] & valid[:, None, :]) | torch.eye(
-                    P, dtype=torch.bool, device=dev)[None]                           # [U, P, P]
-                pre_mask = {"full_attention": self._additive(allowed[:, None])}
+            if attn.active:  # decode mask: additive [U, L], one column switched on per step
                 kvm = torch.full((len(distinct), L), float("-inf"), dtype=self.dtype, device=dev)
                 kvm[:, :P].masked_fill_(valid, 0.0)
                 on = 0.0
             else:  # let transformers build masks from a 2-D 0/1 mask
-                pre_mask = valid.long()
                 kvm = torch.zeros(len(distinct), L, dtype=torch.long, device=dev)
                 kvm[:, :P] = valid
                 on = 1
-            logits = model(input_ids=ids, attention_mask=pre_mask, position_ids=pos,
-                           **{self.cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+            logits = self._prefill(ids, valid, pos, cache, attn.active)
             # shared-prefix sampling: the fast step reads each prompt's K/V once for all of its
             # samples (_SharedPrefix); otherwise the prompt cache is fanned out to the samples
             r = torch.tensor(rep, device=dev)
@@ -441,6 +441,25 @@ class Sampler:
                                position_ids=(next_pos + t)[:, None], **{self.cache_kw: cache},
                                use_cache=True).logits[:, -1]
         return self._finish(units, tokens, logps, ents, length, stopped, stops)
+
+    def _prefill(self, ids, valid, pos, cache, ready_masks: bool) -> torch.Tensor:
+        """Chunked prefill of the left-padded prompts ids [U, P] into `cache`; logits [U, V] of the
+        last prompt position. Chunk [c0, c1) attends to keys [0, c1): with ready masks an additive
+        [U, 1, c1 - c0, c1] mask (causal and padding; pad query rows attend to themselves, so no
+        row is empty), else transformers builds it from the 2-D mask valid[:, :c1]."""
+        P, dev = ids.shape[1], ids.device
+        C = self.prefill_chunk if self.prefill_chunk > 0 else P
+        for c0 in range(0, P, C) if P else [0]:   # (all-empty prompts: one empty forward, as before)
+            c1 = min(P, c0 + C)
+            if ready_masks:
+                q, k = torch.arange(c0, c1, device=dev)[:, None], torch.arange(c1, device=dev)[None, :]
+                allowed = ((k <= q)[None] & valid[:, None, :c1]) | (k == q)[None]     # [U, c, c1]
+                mask = {"full_attention": self._additive(allowed[:, None])}
+            else:
+                mask = valid[:, :c1].long()
+            out = self.model(input_ids=ids[:, c0:c1], attention_mask=mask, position_ids=pos[:, c0:c1],
+                             **{self.cache_kw: cache}, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1]
 
     def _additive(self, allowed: torch.Tensor) -> torch.Tensor:
         return torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(

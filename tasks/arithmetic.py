@@ -9,6 +9,9 @@ Formats (printable ASCII only, so a character-level tokenizer over printable ASC
 - gold search trace `37+58=95;95*3=85;85-12=73;#73` (every value reduced mod M); the final
   answer is the integer after the last `#`. The trace ends right after the answer: samplers
   should stop on EOS or "\n" (`extract` reads only the first line of a completion).
+- with `recheck_prob` p > 0, each step of a solver trace is written twice with probability p
+  (fixed per problem and step): `37+58=95;37+58=95;95*3=85;...`, a redundant re-check for a
+  length penalty (GRSP) to remove; `recheck_share(traces)` measures the share of such repeats.
 - aggregation prompt `{prompt}|{cand 1}|...|{cand k}|>` (candidates are whole traces) and gold
   aggregation trace `37+58=95;95*3=85;85-12=73;ok:1,3;#73`: the recomputed steps, the 1-based
   indices of the candidates whose final answer agrees (`ok:-` if none), then the answer.
@@ -83,12 +86,32 @@ class ArithmeticConfig:
     seed: int = option(0, help="base seed of the problem streams (added to problems(seed=...))")
     test_fraction: float = option(0.1, help="share of the question space hashed into 'test'",
                                   min=0.01, max=0.5)
+    recheck_prob: float = option(0.0, help="share of the steps of a solver trace (SFT data) followed by a "
+                                           "redundant re-check, the same step written again: detours a "
+                                           "length penalty such as GRSP can learn to drop (0 = none)",
+                                 min=0.0, max=1.0)
 
     def validate(self):
         if not self.ops or set(self.ops) - set("+-*"):
             raise ConfigError(f"ops: {self.ops!r} is not allowed; use a non-empty subset of '+-*'")
         if self.operand_min > self.operand_max:
             raise ConfigError(f"operand_min: {self.operand_min} is larger than operand_max {self.operand_max}")
+
+
+def _unit(*parts) -> float:
+    """A number in [0, 1) fixed by `parts` (which steps of a trace get a re-check)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") / 2 ** 64
+
+
+def recheck_share(traces: list[str]) -> float:
+    """Share of the `;`-separated steps of `traces` that repeat the step just before them (the
+    redundant re-checks of `recheck_prob`, or the same detour a policy writes by itself)."""
+    steps = repeats = 0
+    for t in traces:
+        parts = t.split("#")[0].split(";")[:-1]
+        steps += len(parts)
+        repeats += sum(a == b for a, b in zip(parts, parts[1:]))
+    return repeats / steps if steps else 0.0
 
 
 @register("arithmetic")
@@ -164,8 +187,9 @@ class ArithmeticTask(Task):
 
     # --- solver traces ---------------------------------------------------------------------
     def _steps_text(self, problem: Problem) -> str:
-        m = problem.meta
-        return "".join(f"{a}{op}{b}={w};" for a, op, b, w in self.solve(m["operands"], m["ops"]))
+        m, p = problem.meta, self.cfg.recheck_prob
+        steps = [f"{a}{op}{b}={w};" for a, op, b, w in self.solve(m["operands"], m["ops"])]
+        return "".join(s * (2 if p and _unit(problem.id, k) < p else 1) for k, s in enumerate(steps))
 
     def gold_trace(self, problem: Problem) -> str:
         return f"{self._steps_text(problem)}#{problem.answer}"

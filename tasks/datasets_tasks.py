@@ -1,17 +1,26 @@
-"""Benchmark tasks loaded through `datasets`: gsm8k, math500, aime24, aime25.
+"""Benchmark tasks loaded through `datasets`: gsm8k, math500, math, aime24, aime25.
 
 Source: option `data_dir` (default `spiral_bench.data_dir()`, i.e. $SPIRAL_BENCH_DATA): local
 JSONL files in this layout (README.md, "Data"), read with `datasets.load_dataset("json", ...)`:
     gsm8k/{train,test}.jsonl   question, answer ("... #### 18")
     math500/test.jsonl         problem, answer, subject, level, unique_id
+    math/math_test_5000.jsonl  problem, solution (answer: its last \\boxed{}), type, level ("Level 3"), idx
     aime/aime24.jsonl          id, problem, answer ("025"), url (names contest I/II, problem no.)
     aime/aime25.jsonl          id ("0".."29": 0-14 are 2025 I, 15-29 are 2025 II), problem, answer (int)
 A missing file is a FileNotFoundError naming it. Without a data folder, the hub datasets are
-used (needs network; offline, a FileNotFoundError that says what to provide): openai/gsm8k "main", HuggingFaceH4/MATH-500, HuggingFaceH4/aime_2024
-(split "train"), math-ai/aime25 (split "test").
+used (needs network; offline, a FileNotFoundError that says what to provide): openai/gsm8k "main",
+HuggingFaceH4/MATH-500, HuggingFaceH4/aime_2024 (split "train"), math-ai/aime25 (split "test"); `math` train: DigitalLearningGmbH/MATH-lighteval
+(the MATH train split, 7,500; also disjoint from MATH-500, which MATH drew from its test split).
+
+`math`: split "train" is the MATH test split minus the MATH-500 problems (matched on the problem
+text with whitespace collapsed: 5,000 - 500 = 4,500 problems, disjoint from MATH-500 by
+construction; the exclusion also runs on hub rows), split "test" is MATH-500 itself (the same
+problems, ids, answers and grading as `math500`). A train answer is the last \\boxed{} of the
+solution (balanced braces, `graders.last_boxed`), or the row's `answer` field where it has one.
 
 Ids: `gsm8k-test-00042` (file order), MATH-500 `unique_id` (`test/precalculus/807.json`),
-`aime24-I-01` / `aime25-II-15` (contest and problem number). `problems(split, n, seed)`: the
+`aime24-I-01` / `aime25-II-15` (contest and problem number), `math-train-00042` (the row's `idx`:
+its line in the MATH test file, kept when the MATH-500 lines are removed). `problems(split, n, seed)`: the
 file order when seed == 0, else a seed-shuffled order; then the first n.
 
 Prompt: the question, a blank line, and "Please reason step by step, and put your final answer
@@ -20,7 +29,7 @@ spiral_bench/prompts/dataset_aggregation.txt (the paper's: audit each candidate 
 visible text, then a single solution after a "Final Solution" marker). Grading (never raises, bounded in time, see graders.py):
 - gsm8k: the final number (`graders.extract_number`: "#### 18", last \\boxed{}, "answer is",
   else the last number; "1,000", "$18.00", "18 dollars" normalised) equals the gold number.
-- math500: math-verify equivalence of the answer region with the gold answer.
+- math500, math: math-verify equivalence of the answer region with the gold answer.
 - aime24/25: the region as an exact number equals the gold integer ("025" == "25"); if the
   region is not a plain number, math-verify against the gold integer.
 `canonical` (majority-vote key): the exact number ("18", "1/2") or math-verify's parse as text.
@@ -37,8 +46,8 @@ from spiral_bench.chat import read_prompt
 from spiral_bench.config import build, option
 
 from .base import Problem, Task, register
-from .graders import (MATH_TIMEOUT_S, answer_region, extract_number, format_fraction, math_canonical,
-                      math_equal, parse_number, record_error)
+from .graders import (MATH_TIMEOUT_S, answer_region, extract_number, format_fraction, last_boxed,
+                      math_canonical, math_equal, parse_number, record_error)
 
 INSTRUCTION = read_prompt("math_instruction.txt")  # "... put your final answer within \\boxed{}."
 
@@ -82,6 +91,10 @@ class DatasetTask(Task):
         self.data_dir = spiral_bench.data_dir(self.cfg.data_dir)
         self._cache: dict[str, list[Problem]] = {}
 
+    def local_files(self, split: str) -> list[str]:
+        """The files under a data folder that `split` needs (named in the no-data error)."""
+        return [self.files[split]]
+
     def _rows(self, split: str) -> list[dict]:
         if split not in self.files:
             raise ValueError(f"task {self.name!r} has no split {split!r}; choose one of {list(self.files)}")
@@ -94,8 +107,8 @@ class DatasetTask(Task):
         except (ConnectionError, OSError) as e:  # offline, or the hub is unreachable
             raise FileNotFoundError(
                 f"task {self.name!r}: no data folder (--data-dir or $SPIRAL_BENCH_DATA) and the hub dataset "
-                f"{path!r} could not be loaded ({type(e).__name__}: {e}); put {self.files[split]} in a data "
-                "folder as README.md 'Data' describes") from None
+                f"{path!r} could not be loaded ({type(e).__name__}: {e}); put {' and '.join(self.local_files(split))} "
+                "in a data folder as README.md 'Data' describes") from None
 
     def to_problem(self, row: dict, i: int, split: str) -> Problem:
         raise NotImplementedError
@@ -171,6 +184,61 @@ class Math500Task(DatasetTask):
         except Exception as e:  # noqa: BLE001
             record_error(f"{self.name} reward", e)
             return 0.0
+
+
+def normalize_problem(text: str) -> str:
+    """A problem text with runs of whitespace collapsed to one space and the ends stripped."""
+    return " ".join(str(text).split())
+
+
+def boxed_answer(solution: str | None) -> str | None:
+    """The last `\\boxed{...}` of a worked solution (balanced braces, so `\\boxed{\\frac{1}{2}}` gives
+    `\\frac{1}{2}`), stripped; None where there is none or it is empty or unbalanced."""
+    if not solution:
+        return None
+    got = last_boxed(str(solution))
+    return (got.strip() or None) if got is not None else None
+
+
+def math_level(level) -> int | None:
+    """MATH's level as an int: "Level 3" or 3 -> 3; anything else ("Level ?") -> None."""
+    m = re.fullmatch(r"(?:Level\s*)?([1-5])", str(level).strip())
+    return int(m.group(1)) if m else None
+
+
+MATH_FILE = "math/math_test_5000.jsonl"
+
+
+@register("math")
+class MathTask(Math500Task):
+    """MATH: train = MATH test split minus MATH-500 (4,500 problems), test = MATH-500; boxed answers."""
+
+    name = "math"
+    files = {"train": MATH_FILE, "test": Math500Task.files["test"]}
+    hub = {"train": ("DigitalLearningGmbH/MATH-lighteval", None, "train"), "test": Math500Task.hub["test"]}
+
+    def local_files(self, split: str) -> list[str]:
+        return [MATH_FILE, self.files["test"]] if split == "train" else super().local_files(split)
+
+    def _rows(self, split: str) -> list[dict]:
+        rows = super()._rows(split)
+        if split != "train":
+            return rows
+        held_out = {normalize_problem(r["problem"]) for r in super()._rows("test")}
+        return [{**r, "idx": r.get("idx", k)} for k, r in enumerate(rows)
+                if normalize_problem(r["problem"]) not in held_out]
+
+    def to_problem(self, row, i, split):
+        if split == "test":
+            return super().to_problem(row, i, split)
+        given = row.get("answer")
+        answer = str(given).strip() if given not in (None, "") else boxed_answer(row.get("solution"))
+        if not answer:
+            raise ValueError(f"task 'math', split 'train': row idx {row.get('idx', i)} has no answer field and "
+                             "no \\boxed{} in its solution")
+        return Problem(f"math-train-{int(row.get('idx', i)):05d}", row["problem"], answer,
+                       {"subject": row.get("type") or row.get("subject"), "level": math_level(row.get("level")),
+                        "solution": row.get("solution")})
 
 
 class _AimeTask(DatasetTask):

@@ -3,7 +3,8 @@
 A grader never raises (model output is hostile input), so an exception inside math-verify (an
 installed version whose API differs, a bug) scores the answer 0. Counted here instead of
 vanishing: `record_error(kind, exc)` counts it and logs the first of each kind;
-`grader_errors()` / `reset_grader_errors()` read and clear the counts; `merge_errors` adds two
+`grader_errors()` / `reset_grader_errors()` read and clear the counts; `add_errors` adds a worker
+process's record; `merge_errors` adds two
 records (a resumed run); `error_warning(errors)` is the line a run prints and writes into its
 manifest and analysis warnings (so the report shows it).
 """
@@ -31,6 +32,13 @@ def grader_errors() -> dict:
     Results are cached per distinct (gold, answer), so a count is of distinct gradings."""
     return {"count": sum(_ERRORS.values()),
             "kinds": {k: {"count": n, "first": _FIRST[k]} for k, n in sorted(_ERRORS.items())}}
+
+
+def add_errors(errors: dict | None) -> None:
+    """Add a `grader_errors()` record (of a worker process) to this process's counts."""
+    for k, v in ((errors or {}).get("kinds") or {}).items():
+        _FIRST.setdefault(k, v["first"])
+        _ERRORS[k] += v["count"]
 
 
 def reset_grader_errors() -> None:

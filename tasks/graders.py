@@ -415,10 +415,10 @@ def math_equal(gold: str, pred: str | None, timeout: float = MATH_TIMEOUT_S) -> 
 @lru_cache(maxsize=65536)
 def _math_equal(gold: str, pred: str, timeout: float) -> bool:
     pred = _clean_pred(pred)
+    if pred == gold.strip():          # before the safety check: an exact copy of a huge gold (2^{2005}) is right
+        return True
     if not latex_is_safe(pred):
         return False
-    if pred == gold.strip():
-        return True
     g, p = parse_number(gold), parse_number(pred)
     if g is not None and p is not None:
         if g == p:

@@ -178,8 +178,15 @@ RULES = [
     Rule(r"lm_eval\.simple_evaluate\(", "with the tiny model on the CPU and 4 problems",
          edits=(("/path/to/model", "{tiny}"), (r"limit=50\)", 'limit=4, device="cpu")')), expect=r"'pass@8,all'"),
     Rule(r"^python -c \"from spiral_bench\.models import build_tiny", "as written"),
-    Rule(r"^HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm-eval run .*pretrained=tiny_model", "as written",
-         expect=r"spiral_arithmetic_k8"),
+    Rule(r"^HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm-eval run .*pretrained=tiny_model.*--tasks spiral_arithmetic_k8 ",
+         "as written", expect=r"spiral_arithmetic_k8"),
+    Rule(r"^HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm-eval run .*pretrained=tiny_model.*--samples 16\)\" "
+         r"--tasks spiral_arithmetic_k16 ", "as written", expect=r"spiral_arithmetic_k16(?s:.*)pass@16"),
+    Rule(r"^spiral-bench analyze results/lm_eval_\w+/tiny_model/samples_spiral_arithmetic_k\d+_\*\.jsonl",
+         "as written, on the samples file the lm-eval command above it wrote",
+         expect=r"spiral_arithmetic_k\d+: [48] problems, pass@1=(?s:.*)wrote results/lm_eval_\w+/analyzed/summary\.json"),
+    Rule(r"^spiral-bench lm-eval-path --samples \d+$", "as written (a task folder under $SPIRAL_BENCH_CACHE)",
+         expect=r"lm_eval_tasks[/\\]k\d+"),
     Rule(r"^spiral-bench lm-eval .*task=gsm8k --tasks gsm8k", "lm-eval's own gsm8k task downloads its dataset "
          "from the hub (no network here); the same scaffold runs on spiral_gsm8k above", run=False),
     Rule(r"^spiral-bench lm-eval --model spiral ", "with the tiny model, 2 problems, 8 new tokens",

@@ -114,7 +114,7 @@ def test_verdict_rows_for_every_claim(mult, expect):
         assert r.verdict in ("supported", "not supported", "inconclusive") and r.published is not None
         assert r.verdict == stats.verdict([r.ci_lo, r.ci_hi], r.published, ">=", r.censored,
                                           next(c["null_value"] for c in stats.load_claims() if c["id"] == r.claim))
-        assert "synthetic" in r.note and "another benchmark" in r.note
+        assert "synthetic" in r.note and "other benchmarks" in r.note
     row = t.set_index("claim")
     assert row.loc["coverage_efficiency_up_to", "measured"] == pytest.approx(mult)
     assert row.loc["coverage_efficiency_up_to", "verdict"] == expect
@@ -134,7 +134,10 @@ def test_verdict_rows_for_every_claim(mult, expect):
     # on the published benchmark itself, the note says so (and only for that claim)
     same = verdict_table(analyze_cells(claim_store(mult), ["m"], "b", B=50, context={"task": "aime25"})).set_index("claim")
     assert "the benchmark of the published figure" in same.loc["coverage_efficiency_aime2025", "note"]
-    assert "another benchmark (BeyondAIME)" in same.loc["coverage_efficiency_beyondaime", "note"]
+    assert "other benchmarks" in same.loc["coverage_efficiency_beyondaime", "note"]
+    assert "other benchmarks" not in same.loc["coverage_efficiency_aime2025", "note"]
+    # said once: the terminal prints each distinct note segment once, the shared context line included
+    assert text.count("other benchmarks") == 1
 
 
 def test_no_baseline_gives_unmeasured_rows_and_errors():

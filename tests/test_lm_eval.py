@@ -102,9 +102,11 @@ def test_yamls_are_complete_and_explicit():
         if name.endswith("_k8"):
             assert cfg["repeats"] == 8 and g["do_sample"] is True
             assert cfg["filter_list"] == [{"name": "all", "filter": [{"function": "take_first_k", "k": 8}]}]
-            assert [m["metric"] for m in cfg["metric_list"]] == ["pass@1", "pass@8", "maj@8"]
+            assert [m["metric"] for m in cfg["metric_list"]] == ["exact_match", "pass@1", "pass@8", "maj@8"]
         else:
-            assert cfg.get("repeats", 1) == 1 and [m["metric"] for m in cfg["metric_list"]] == ["acc"]
+            assert cfg.get("repeats", 1) == 1 and [m["metric"] for m in cfg["metric_list"]] == ["exact_match"]
+        if name.startswith("spiral_aime"):
+            assert g["max_gen_toks"] == 32768  # AIME traces of reasoning models run long
 
 
 def test_task_manager_docs_are_spiral_problems(data_dir, tmp_path, monkeypatch):
@@ -157,8 +159,12 @@ def test_process_results_k8_brute_force(answers):
         rewards.append(float(a == gold))
         keys.append(a)
     got = hooks.process_results_k8(doc, [comps])
+    assert got.pop("exact_match") == rewards  # the single-sample metric, one value per sample
     assert got == pytest.approx(_brute(rewards, keys), abs=1e-12)
-    assert hooks.process_results(doc, [comps[0]]) == {"acc": rewards[0]}
+    assert hooks.process_results(doc, [comps[0]]) == {"exact_match": rewards[0]}
+    five = hooks.process_results_samples(doc, [comps[:5]])  # any number of samples
+    assert five.pop("exact_match") == rewards[:5] and set(five) == {"pass@1", "pass@5", "maj@5"}
+    assert five["pass@1"] == pytest.approx(sum(rewards[:5]) / 5) and five["pass@5"] == max(rewards[:5])
     with pytest.raises(hooks.SpiralTaskError, match="8 repeats"):
         hooks.process_results_k8(doc, [comps[:7]])
 
@@ -274,10 +280,10 @@ def test_run_cli_spiral_model_equals_spiral_bench(tiny_dir, tmp_path):
         assert sorted(by_id) == sorted(p.id for p in problems)
         for p, rec in zip(problems, recs):
             s = by_id[p.id]
-            assert s["acc"] == rec.majority_correct          # rsa: the final majority answer
+            assert s["exact_match"] == rec.majority_correct          # rsa: the final majority answer
             assert task.extract(s["filtered_resps"][0]) == rec.answer
         mean = sum(r.majority_correct for r in recs) / len(recs)
-        assert results[lm_name]["acc,none"] == pytest.approx(mean, abs=1e-12)
+        assert results[lm_name]["exact_match,none"] == pytest.approx(mean, abs=1e-12)
         if spiral == "lmeval_parity":
             assert 0.0 < mean < 1.0  # a non-trivial number, so equality means something
 

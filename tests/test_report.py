@@ -23,6 +23,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from spiral_bench.config import build
+from spiral_bench.trainers.train_config import TrainConfig, budget_tokens_per_prompt
+
 from spiral_bench.evaluate import analyze_cells, verdict_table, write_analysis
 from spiral_bench.report import load_run, write_report
 from spiral_bench.sweep import CELL_COLUMNS, grid_cells, load_cells, load_grid
@@ -58,7 +61,8 @@ def metrics_rows(method: str, steps: int = 5) -> list[dict]:
         r = {k: 0.0 for k in METRIC_FIELDS}
         r.update(step=s, search_reward=0.1 * s, search_acc=0.1 * s, search_entropy=2.0 - 0.1 * s, search_len=30.0 + s,
                  agg_acc=0.2 * s if method == "spiral" else None, agg_len=40.0 if method == "spiral" else None,
-                 generated_tokens_per_prompt=760.0 + s, total_generated_tokens=6000 * s, seconds=1.5, elapsed=1.5 * s)
+                 generated_tokens_per_prompt=760.0 + s, total_generated_tokens=6000 * s, seconds=1.5, elapsed=1.5 * s,
+                 prompts_sampled=8 if s < steps else 16, generated_tokens=(760.0 + s) * (8 if s < steps else 16))
         rows.append(r)
     return rows
 
@@ -165,9 +169,14 @@ def test_full_run_report_content_and_order(full_report, runs):
                                     man["config_hashes"]["spiral"]]:
         assert text in md
     assert f"| total |  | {sum(s['seconds'] for s in man['stages'].values()):g} |" in md
-    # the matched-compute audit: mean generated tokens per prompt per method = mean of the logged column
-    expect = np.mean([r["generated_tokens_per_prompt"] for r in metrics_rows("grpo")])
-    assert f"| grpo | 5 | {expect:.4g} |" in md
+    # the matched-compute audit: the budget per prompt of the saved config, and generated tokens per
+    # prompt as totals (what check_pairing gates on), not the mean of the per-step ratios
+    rows = metrics_rows("grpo")
+    expect = sum(r["generated_tokens"] for r in rows) / sum(r["prompts_sampled"] for r in rows)
+    assert expect != pytest.approx(np.mean([r["generated_tokens_per_prompt"] for r in rows]))
+    budget = budget_tokens_per_prompt(build(TrainConfig, {"method": "grpo", "seed": 0}))
+    assert f"| grpo | 5 | {budget:.4g} | {expect:.4g} |" in md
+    assert "Neither measure counts the prompt tokens" in md
     assert "&lt;" not in html or "<script" not in html
     assert "<script" not in html.lower() and "<link" not in html.lower() and not re.search(r'src="(?!data:)', html)
 

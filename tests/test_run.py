@@ -26,8 +26,10 @@ def test_smoke_run_end_to_end(smoke_run):
     assert str(run_dir / "report.html") in stdout
 
     man = json.loads((run_dir / "manifest.json").read_text())
-    stages = ["base", "train_grpo", "train_spiral", "sweep_base", "sweep_grpo", "sweep_spiral", "analysis", "report"]
-    assert list(man["stages"]) == stages
+    runs = [f"{m}{r}" for m in ("grpo", "spiral") for r in ("", "-run1", "-run2")]   # 3 training runs by default
+    stages = ["base", *(f"train_{r}" for r in runs), "sweep_base", *(f"sweep_{r}" for r in runs), "analysis", "report"]
+    assert list(man["stages"]) == stages                 # listed in this order, whatever order they ran in
+    assert man["execution"]["workers"] >= 1 and man["execution"]["wall_seconds"] > 0
     assert all(man["stages"][s]["status"] == "done" and man["stages"][s]["seconds"] > 0 for s in stages)
     assert man["pairing"]["matched"] and man["pairing"]["relative_difference"] <= 0.10
     assert man["grader_errors"] == {"count": 0, "kinds": {}}   # counted (tests/test_graders_data.py), none here
@@ -102,13 +104,15 @@ def test_command_for_round_trips_through_the_cli(smoke_run):
 
 def test_failed_stage_is_marked_and_finished_by_the_next_run(smoke_run, monkeypatch, capsys):
     """A sweep that dies leaves manifest status 'failed'; the same command then completes it and
-    reuses the trained runs (shared by config hash under the same results root)."""
+    reuses the trained runs (shared by config hash under the same results root). In this process
+    (--jobs 1), so that the patched sweep is the one that runs; a job failing in a worker process:
+    tests/test_jobs.py."""
     import spiral_bench.evaluate as ev
     from tests.conftest import SMOKE_RUN_ARGS
 
     run_dir, _, _ = smoke_run
     out = run_dir.parent
-    argv = [a if a != "200" else "150" for a in SMOKE_RUN_ARGS] + ["--out", str(out)]   # another run folder
+    argv = [a if a != "200" else "150" for a in SMOKE_RUN_ARGS] + ["--out", str(out), "--jobs", "1"]  # another run folder
     real = ev.sweep_checkpoint
 
     def dies_on_spiral(path, label, *a, **kw):
@@ -153,64 +157,122 @@ def test_run_config_defaults_are_the_documented_main_job():
 
 
 def test_train_seeds_trains_and_sweeps_every_run_and_resamples_them(smoke_run):
-    """`--train-seeds 2`: two training runs per method (seeds 0 and 1; run 0 is the smoke run's own,
-    reused by config hash), every run swept into one cell store under the method's name with its
-    train_run, the analysis resamples runs (two-level bootstrap) and the verdicts are not provisional;
-    the one-run smoke run's verdicts are."""
+    """The default trains 3 runs per method (seeds 0, 1, 2), sweeps every run into one cell store
+    under the method's name with its train_run, the analysis resamples runs (two-level bootstrap)
+    and the verdicts are not provisional. `--train-seeds 1 --jobs 1` (one run, every stage in this
+    process) reuses run 0 by config hash, gives exactly run 0's cells (worker processes change
+    nothing), and its verdicts are provisional."""
     from tests.conftest import SMOKE_RUN_ARGS
 
     run_dir, stdout, _ = smoke_run
-    one = json.loads((run_dir / "analysis.json").read_text())
-    assert one["provisional"] and all(r["provisional"] for r in one["claims"])
-    assert "(provisional)" in stdout and "1 training run: the interval leaves out training variance" in stdout
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["seeds"]["train_runs"] == {"run0": 0, "run1": 1, "run2": 2} and len(man["pairings"]) == 3
+    cells = load_cells(run_dir)
+    assert set(cells["method"]) == {"base", "grpo", "spiral"}
+    assert cells.groupby("method")["train_run"].unique().map(sorted).to_dict() == {
+        "base": [0], "grpo": [0, 1, 2], "spiral": [0, 1, 2]}
+    a = json.loads((run_dir / "analysis.json").read_text())
+    assert a["train_runs"] == {"base": 1, "grpo": 3, "spiral": 3}
+    assert a["bootstrap"]["resampled"] == "training runs, then problems"
+    assert not a["provisional"] and all(r["train_runs"] == {"spiral": 3, "grpo": 3} for r in a["claims"])
+    assert [r["train_run"] for r in a["curves"]["spiral"]["pass@k"][0]["runs"]] == [0, 1, 2]
+    md = (run_dir / "report.md").read_text()
+    assert "Variance split" in md and "3 vs 3" in md and "(provisional)" not in md
+
     out = run_dir.parent
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "2", "--out", str(out)]) == 0
-    new_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
-    assert new_dir != run_dir
-    man = json.loads((new_dir / "manifest.json").read_text())
-    assert list(man["stages"]) == ["base", "train_grpo", "train_grpo-run1", "train_spiral", "train_spiral-run1",
-                                   "sweep_base", "sweep_grpo", "sweep_grpo-run1", "sweep_spiral",
-                                   "sweep_spiral-run1", "analysis", "report"]
-    assert man["seeds"]["train_runs"] == {"run0": 0, "run1": 1} and len(man["pairings"]) == 2
-    assert (new_dir / "train" / "spiral").resolve() == (run_dir / "train" / "spiral").resolve()   # reused
-    assert (new_dir / "train" / "spiral-run1").resolve() != (run_dir / "train" / "spiral").resolve()
-    cells = load_cells(new_dir)
-    assert set(cells["method"]) == {"base", "grpo", "spiral"}
-    assert cells.groupby("method")["train_run"].unique().map(sorted).to_dict() == {"base": [0], "grpo": [0, 1],
-                                                                                    "spiral": [0, 1]}
-    # run 0's cells are the one-run smoke run's cells (same checkpoint, same sweep seed)
-    old = load_cells(run_dir)
+        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "1", "--jobs", "1", "--out", str(out)]) == 0
+    one_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    assert one_dir != run_dir
+    one = json.loads((one_dir / "analysis.json").read_text())
+    assert one["provisional"] and all(r["provisional"] for r in one["claims"])
+    assert "(provisional)" in buf.getvalue()
+    assert "1 training run: the interval leaves out training variance" in buf.getvalue()
+    one_man = json.loads((one_dir / "manifest.json").read_text())
+    assert one_man["execution"]["workers"] == 1
+    assert (one_dir / "train" / "spiral").resolve() == (run_dir / "train" / "spiral").resolve()   # reused
     cols = ["method", "cell", "problem_id", "correct", "generated_tokens"]
     key = ["method", "cell", "problem_id"]
-    pd.testing.assert_frame_equal(old[cols].sort_values(key).reset_index(drop=True),
+    pd.testing.assert_frame_equal(load_cells(one_dir)[cols].sort_values(key).reset_index(drop=True),
                                   cells[cells.train_run == 0][cols].sort_values(key).reset_index(drop=True))
-    a = json.loads((new_dir / "analysis.json").read_text())
-    assert a["train_runs"] == {"base": 1, "grpo": 2, "spiral": 2}
-    assert a["bootstrap"]["resampled"] == "training runs, then problems"
-    assert not a["provisional"] and all(r["train_runs"] == {"spiral": 2, "grpo": 2} for r in a["claims"])
-    pt = a["curves"]["spiral"]["pass@k"][0]
-    assert [r["train_run"] for r in pt["runs"]] == [0, 1]
-    md = (new_dir / "report.md").read_text()
-    assert "Variance split" in md and "2 vs 2" in md and "(provisional)" not in md
     # resumes: the same command redoes nothing
-    before = pd.read_parquet(new_dir / "cells.parquet")
+    before = pd.read_parquet(one_dir / "cells.parquet")
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "2", "--out", str(out)]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(new_dir / "cells.parquet"), before)
+        assert main(SMOKE_RUN_ARGS + ["--train-seeds", "1", "--jobs", "1", "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(one_dir / "cells.parquet"), before)
 
 
 def test_train_seeds_one_keeps_the_run_folder_and_n_is_in_the_command():
-    """train_seeds = 1 (the default) leaves the run hash as it was before the field existed, so an
+    """train_seeds = 1 leaves the run hash as it was before the field existed, so an
     existing run folder is found and resumed; N > 1 is another run, and its command says so."""
     from spiral_bench.config import config_hash, to_dict
     from spiral_bench.run import run_hash
 
-    cfg = RunConfig()
+    cfg = RunConfig(train_seeds=1)
     later = ("train_seeds", "chat_template", "system_prompt", "vllm")   # fields added after the first runs
     old = {k: v for k, v in to_dict(cfg).items() if k not in later}
     assert run_hash(cfg) == config_hash(old) and run_hash(RunConfig(train_seeds=3)) != run_hash(cfg)
-    assert "--train-seeds" not in command_for(cfg, "results")
-    args = build_parser().parse_args(shlex.split(command_for(RunConfig(train_seeds=3), "results"))[1:])
-    assert args.train_seeds == 3
+    assert RunConfig().train_seeds == 3 and "--train-seeds" not in command_for(RunConfig(), "results")
+    args = build_parser().parse_args(shlex.split(command_for(cfg, "results"))[1:])
+    assert args.train_seeds == 1
+
+
+def test_eval_takes_several_training_runs_per_method_and_train_makes_them(smoke_run, tmp_path):
+    """`eval --checkpoint A A-run1 --baseline B B-run1`: each label's runs are swept as its training
+    runs (run i with seed + i), the intervals resample them and the verdicts are not provisional;
+    run i's cells equal the main job's cells of that run. `train --train-seeds 2 --out D` writes D and
+    D-run1 with seeds S and S+1."""
+    from tests.conftest import SMOKE_TRAIN_FLAGS
+
+    run_dir, _, _ = smoke_run
+    ck = {m: [str(run_dir / "train" / lab / "final") for lab in (m, f"{m}-run1")] for m in ("spiral", "grpo")}
+    out = tmp_path / "eval"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["eval", "--checkpoint", *ck["spiral"], "--label", "spiral", "--baseline", *ck["grpo"],
+                     "--baseline-label", "grpo", "--task", "arithmetic", "--budget-grid", "smoke",
+                     "--bootstrap", "100", "--out", str(out)]) == 0
+    a = json.loads((out / "analysis.json").read_text())
+    assert a["train_runs"] == {"spiral": 2, "grpo": 2} and not a["provisional"]
+    assert "2 vs 2" in buf.getvalue()
+    cols = ["method", "cell", "problem_id", "correct", "generated_tokens", "train_run"]
+    key = ["method", "train_run", "cell", "problem_id"]
+    ours = load_cells(out)[cols].sort_values(key).reset_index(drop=True)
+    main_job = load_cells(run_dir)
+    main_job = main_job[main_job.method.isin(["spiral", "grpo"]) & (main_job.train_run < 2)]
+    pd.testing.assert_frame_equal(ours, main_job[cols].sort_values(key).reset_index(drop=True))
+
+    d = tmp_path / "grpo-try"
+    with contextlib.redirect_stdout(io.StringIO()) as buf:
+        assert main(["train", "--method", "grpo", *SMOKE_TRAIN_FLAGS, "--train-seeds", "2", "--out", str(d)]) == 0
+    assert [yaml.safe_load((p / "config.yaml").read_text())["seed"] for p in (d, tmp_path / "grpo-try-run1")] == [0, 1]
+    assert (tmp_path / "grpo-try-run1" / "final").is_dir() and "training run 1, seed 1" in buf.getvalue()
+
+
+def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run):
+    """`run --method grsp` trains GRSP and the GRPO baseline (reused from the smoke run by config
+    hash), gates the pair on matched compute, sweeps both and compares GRSP with GRPO; the report
+    renders. Bad method names fail before any work."""
+    from tests.conftest import SMOKE_RUN_ARGS
+
+    run_dir, _, _ = smoke_run
+    out = run_dir.parent
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(SMOKE_RUN_ARGS + ["--method", "grsp", "--train-seeds", "1", "--out", str(out)]) == 0
+    new_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    assert new_dir.name.startswith("grsp-arithmetic-smoke-")
+    man = json.loads((new_dir / "manifest.json").read_text())
+    assert [s for s in man["stages"] if s.startswith(("train_", "sweep_"))] == [
+        "train_grpo", "train_grsp", "sweep_base", "sweep_grpo", "sweep_grsp"]
+    assert man["pairing"]["method"] == "grsp" and man["pairing"]["baseline"] == "grpo"
+    assert man["pairing"]["budget"]["a"] == man["pairing"]["budget"]["b"]          # both G x L
+    assert (new_dir / "train" / "grpo").resolve() == (run_dir / "train" / "grpo").resolve()
+    rows = [json.loads(r) for r in (new_dir / "train" / "grsp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("grsp_segments_per_response" in r for r in rows)
+    a = json.loads((new_dir / "analysis.json").read_text())
+    assert a["baseline"] == "grpo" and set(load_cells(new_dir)["method"]) == {"base", "grpo", "grsp"}
+    assert any(c["method"] == "grsp" and c["baseline"] == "grpo" for c in a["comparisons"])
+    assert "grsp" in (new_dir / "report.md").read_text()
+    assert main(["run", "--method", "spiral,nope", "--out", str(out)]) == 2

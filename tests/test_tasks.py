@@ -15,7 +15,7 @@ import pytest
 
 from spiral_bench.config import ConfigError
 from spiral_bench.tasks import get_task, list_tasks
-from spiral_bench.tasks.arithmetic import split_of
+from spiral_bench.tasks.arithmetic import recheck_share, split_of
 from spiral_bench.tasks.countdown import reachable, solve
 from spiral_bench.tasks.graders import ExprError, parse_arith, safe_arith
 
@@ -78,6 +78,27 @@ def test_arithmetic_trace_format_and_length():
     v2 = _left_to_right(f"{v1}{o2}{c}", 100)
     assert task.gold_trace(p) == f"{a}{o1}{b}={v1};{v1}{o2}{c}={v2};{v2}{o3}{d}={p.answer};#{p.answer}"
     assert task.prompt(p) == p.question + "="
+
+
+def test_arithmetic_rechecks_are_redundant_steps_of_the_chosen_share():
+    """recheck_prob p writes a step twice with probability p (fixed per problem and step): the trace
+    keeps its answer and its reward, the steps without repeats are the plain trace, and the share of
+    repeats over 400 problems is near p / (1 + p); p = 0 is the plain trace."""
+    plain, rc = get_task("arithmetic"), get_task("arithmetic", recheck_prob=0.5)
+    ps = plain.problems("train", 400)
+    assert [rc.problems("train", 400)[i].question for i in (0, 399)] == [ps[0].question, ps[399].question]
+    traces = [rc.gold_trace(p) for p in ps]
+    assert traces == [rc.gold_trace(p) for p in ps]                     # fixed, not random per call
+    for p, t in zip(ps, traces):
+        assert rc.reward(p, t) == 1.0 and t.endswith(f"#{p.answer}")
+        steps = t.split("#")[0].split(";")[:-1]
+        dedup = [s for k, s in enumerate(steps) if k == 0 or s != steps[k - 1]]
+        assert ";".join(dedup) + ";#" + p.answer == plain.gold_trace(p)
+    share = recheck_share(traces)
+    assert 0.5 / 1.5 - 0.04 < share < 0.5 / 1.5 + 0.04, share
+    assert recheck_share([plain.gold_trace(p) for p in ps]) == 0.0
+    assert recheck_share(["1+2=3;1+2=3;3*2=6;#6"]) == pytest.approx(1 / 3)
+    assert get_task("arithmetic", recheck_prob=0.0).gold_trace(ps[0]) == plain.gold_trace(ps[0])
 
 
 def test_arithmetic_deterministic_prefix_and_seeded():

@@ -23,7 +23,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from spiral_bench.config import build
+from spiral_bench.config import ConfigError, build
 from spiral_bench.tasks.base import register
 from spiral_bench.trainers import loop, sft
 from spiral_bench.trainers.train_config import PairingError, TrainConfig, check_pairing, make_config
@@ -139,6 +139,43 @@ def test_sft_cache_hit_by_config_hash(tmp_path, monkeypatch):
     p3 = sft.ensure_sft_base(build(sft.SFTConfig, {**sft.to_dict(cfg), "seed": 1}), cache_dir=tmp_path)
     assert p3 != p1 and len(calls) == 2
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted([p1.name, p3.name])  # no temp dirs left
+
+
+def test_sft_step_is_the_full_batch_gradient_on_any_thread_count(tmp_path):
+    """The search and aggregation batches are differentiated separately (side by side on two Python
+    threads when torch has 2 threads) and added: the weights equal one backward over the mean loss of
+    both batches (up to float rounding), and are bit-identical with 1 and 2 torch threads."""
+    cfg = build(sft.SFTConfig, {"steps": 3, "batch_size": 8, "train_problems": 20, "eval_problems": 0,
+                                "warmup_steps": 0, "grad_clip": 0.0})
+    threads = torch.get_num_threads()
+    try:
+        for n in (2, 1):
+            torch.set_num_threads(n)
+            sft.train_sft(cfg, tmp_path / f"t{n}", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    w = {n: load_file(str(tmp_path / f"t{n}" / "model.safetensors")) for n in (2, 1)}
+    assert w[1].keys() == w[2].keys() and all(torch.equal(w[1][k], w[2][k]) for k in w[1])
+    # reference: the same steps by one backward pass over the concatenated loss
+    from spiral_bench.models import load_model
+    from spiral_bench.tasks import get_task
+    from transformers import get_scheduler
+    task = get_task(cfg.task, **cfg.task_options)
+    problems = task.problems("train", n=cfg.train_problems)
+    model, tok = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.init_seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=0, num_training_steps=cfg.steps)
+    for step in range(cfg.steps):
+        parts = [sft._nll_sum(model, sft._batch(tok, pairs, "cpu")) for pairs in sft._examples(task, problems, cfg, step)]
+        (sum(l for l, _ in parts) / sum(n for _, n in parts)).backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    ref, init = model.state_dict(), load_model(cfg.model, seed=cfg.init_seed)[0].state_dict()
+    for k, v in w[1].items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(w[1][k], init[k]) for k in w[1])       # the steps moved the weights
 
 
 # ------------------------------------------------------------------------------------- RL loop
@@ -387,9 +424,9 @@ def test_torchrun_two_processes_match_one(tmp_path):
 
 # ------------------------------------------------------------------------------------- pairing
 def test_check_pairing_refuses_unmatched_and_accepts_paper():
-    g = make_config("grpo", overrides={"group_size": 12, "max_new_tokens": 100})
+    g = make_config("grpo", overrides={"group_size": 12, "max_new_tokens": 100, "matched_by": "budget"})
     s = make_config("spiral", overrides={"n1": 8, "k": 4, "n2": 4, "max_new_tokens": 100,
-                                         "spiral_max_new_tokens": 100})
+                                         "spiral_max_new_tokens": 100, "matched_by": "budget"})
     with pytest.raises(PairingError) as e:
         check_pairing(g, s)
     assert "1200" in str(e.value) and "2400" in str(e.value)
@@ -398,6 +435,44 @@ def test_check_pairing_refuses_unmatched_and_accepts_paper():
     pg = make_config("grpo", "train_paper", {"max_new_tokens": L})
     ps = make_config("spiral", "train_paper", {"spiral_max_new_tokens": L // 2})
     r = check_pairing(pg, ps)
-    assert r["matched"] and r["a"] == r["b"] == 12 * L
+    assert r["matched_by"] == "budget" and r["matched"] and r["a"] == r["b"] == 12 * L
     r = check_pairing(pg, make_config("spiral", "train_paper", {"spiral_max_new_tokens": int(L / 2 * 1.05)}))
     assert r["matched"]  # 5% apart is within the 10% tolerance
+
+
+def _fake_run(d: Path, cfg: TrainConfig, gen_per_prompt: list[float], prompts: int = 4) -> Path:
+    """A run folder with cfg's config.yaml and metrics rows of the given generated tokens per prompt."""
+    from spiral_bench.config import to_dict
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg)))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "prompts_sampled": prompts,
+                                                         "generated_tokens": g * prompts}) + "\n"
+                                             for i, g in enumerate(gen_per_prompt)))
+    return d
+
+
+def test_pairing_compares_like_with_like(tmp_path):
+    """The repo's own train_tiny pair (matched_by generated: budgets 1440 vs 1152, generated tokens
+    matched) passes; a paper-shaped pair (budgets equal, generated tokens 20% apart) passes under
+    budget and is refused under generated, the message showing both measures; before training a
+    generated-matched pair is deferred, a budget-matched one is decided."""
+    g, s = make_config("grpo"), make_config("spiral")
+    assert (g.matched_by, s.matched_by) == ("generated", "generated")
+    rg, rs = _fake_run(tmp_path / "g", g, [640, 650]), _fake_run(tmp_path / "s", s, [655, 650])
+    r = check_pairing(rs, rg)
+    assert r["matched"] and r["a"] == pytest.approx(652.5)
+    assert (r["budget"]["a"], r["budget"]["b"]) == (24 * 48, 30 * 48)
+    deferred = check_pairing(s, rg)          # `train --pair-with` before training: nothing to compare yet
+    assert deferred["matched"] is None and deferred["budget"] is not None and deferred["generated"] is None
+
+    pg, ps = make_config("grpo", "train_paper"), make_config("spiral", "train_paper")
+    pgr = _fake_run(tmp_path / "pg", pg, [5000.0, 5000.0])
+    psr = _fake_run(tmp_path / "ps", ps, [4000.0, 4000.0])
+    r = check_pairing(psr, pgr)
+    assert r["matched_by"] == "budget" and r["matched"] and r["generated"]["relative_difference"] == pytest.approx(0.2)
+    with pytest.raises(PairingError) as e:
+        check_pairing(psr, pgr, matched_by="generated")
+    msg = str(e.value)
+    assert "4000 vs 5000" in msg and "98304 vs 98304" in msg and "20.0%" in msg
+    with pytest.raises(ConfigError, match="different measures"):
+        check_pairing(psr, rg)

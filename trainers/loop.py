@@ -1,6 +1,6 @@
 """The RL loop shared by GRPO and SPIRAL: config, optimizer, schedule, data order, rollouts ->
-update, metrics, checkpoint/resume and data-parallel training. The methods (grpo.py, spiral.py)
-only say how to roll out a prompt and how to set advantages (`METHODS` registry).
+update, metrics, checkpoint/resume and data-parallel training. The methods (grpo.py, spiral.py,
+shaping.py: grsp, lcpo) only say how to roll out a prompt and how to set advantages (`METHODS` registry).
 
 One step s:
 1. prompts: the next `prompts_per_step` indices of the train split in a seeded order
@@ -30,7 +30,7 @@ Data parallel: launched by torchrun (WORLD_SIZE > 1) the loop initialises torch.
 on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; only rank 0
 writes files.
 
-Run folder: config.yaml, metrics.jsonl (one row per step, fields `METRIC_FIELDS`), checkpoint/
+Run folder: config.yaml, metrics.jsonl (one row per step: `METRIC_FIELDS`, then the method's), checkpoint/
 (model + tokenizer via save_pretrained, or with LoRA (`lora.r` > 0, trainers/lora.py) only the
 adapter tensors; trainer_state.pt: optimizer, scheduler, RNG, step, data cursor), final/ (the final
 model; with LoRA the adapters merged into a plain transformers model). Directories are written to
@@ -61,6 +61,7 @@ from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
 METHODS: dict[str, Callable] = {}
+METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
 METRIC_FIELDS = (
     "step", "loss", "lr", "grad_norm",
     "search_reward", "search_acc", "search_len", "search_truncated", "search_entropy",
@@ -70,10 +71,13 @@ METRIC_FIELDS = (
     "total_generated_tokens", "ratio_max_dev", "seconds", "elapsed")
 
 
-def register_method(name: str):
-    """Decorator: `@register_method("grpo")` makes fn(run, problems, step) -> list[PromptRollout] a method."""
+def register_method(name: str, sums: Callable | None = None, summary: Callable | None = None):
+    """`@register_method("grpo")` makes fn(run, problems, step) -> list[PromptRollout] a method. Its own metrics:
+    it adds to run.method_sums[k], k in sums(cfg); summed over ranks, summary(cfg, sums) joins the row."""
     def deco(fn):
         METHODS[name] = fn
+        if sums is not None:
+            METHOD_METRICS[name] = (sums, summary)
         return fn
     return deco
 
@@ -338,6 +342,8 @@ class Run:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""
         t0 = time.perf_counter()
         step = self.step + 1
+        extra = METHOD_METRICS.get(self.cfg.method, (lambda c: (), lambda c, s: {}))
+        self.method_sums = dict.fromkeys(extra[0](self.cfg), 0.0)
         rolls, used, sampled = self._rollouts(step)
         acc = [0.0] * 17
         for r in rolls:
@@ -355,7 +361,8 @@ class Run:
                     for i, x in enumerate((1, t.advantage, t.advantage ** 2, float(t.advantage == 0.0))):
                         acc[10 + i] += x
         acc[14] = len(used)
-        v = _all_reduce(torch.tensor(acc, dtype=torch.float64))
+        v = _all_reduce(torch.tensor(acc + list(self.method_sums.values()), dtype=torch.float64))
+        sums = dict(zip(self.method_sums, v[17:].tolist()))
         upd = self._update(used)
         gen = int(v[15])
         self.total_generated += gen
@@ -375,7 +382,7 @@ class Run:
         sec = time.perf_counter() - t0
         self.elapsed += sec
         row.update(seconds=sec, elapsed=self.elapsed)
-        return {k: row[k] for k in METRIC_FIELDS}
+        return {**{k: row[k] for k in METRIC_FIELDS}, **extra[1](self.cfg, sums)}
 
     # --- files --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -428,11 +435,11 @@ def _prepare_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
           init_path: str | os.PathLike | None = None) -> Path:
-    """Train cfg.method (sft | grpo | spiral) into out_dir; resumes a killed run; returns out_dir/final.
+    """Train cfg.method (sft | grpo | spiral | grsp | lcpo) into out_dir; resumes a killed run; returns out_dir/final.
     init_path: the starting policy when the caller has resolved it (cfg.model '' = an SFT base cached
     elsewhere than $SPIRAL_BENCH_CACHE); config.yaml keeps cfg as given, so the run folder does not
     depend on where that cache is."""
-    from spiral_bench.trainers import grpo, spiral  # noqa: F401  (register the methods)
+    from spiral_bench.trainers import grpo, shaping, spiral  # noqa: F401  (register the methods)
 
     out = Path(out_dir)
     rank = int(os.environ.get("RANK", "0"))

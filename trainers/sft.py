@@ -13,6 +13,11 @@ aggregation examples, the rest search examples:
 Loss: token-level cross-entropy on the target tokens only (prompt and padding masked),
     L = sum_{target tokens t} -log p(y_t | y_<t) / (number of target tokens in the batch).
 Optimiser AdamW with linear warmup then cosine decay (transformers.get_scheduler).
+The search and aggregation batches of a step are differentiated separately (one
+`torch.autograd.grad` each, on two Python threads with half the torch threads each on the CPU;
+kernels release the GIL) and their gradients added in that order, so the result does not depend
+on the thread count. On the 2-core machine this runs a step in 1/1.4 of the time of one backward
+pass over both batches with 2 torch threads (BENCHMARKS.md, `benchmarks/bench_run.py`).
 
 The result is cached under `<cache>/sft/<config_hash>/` (`<cache>` = $SPIRAL_BENCH_CACHE or
 ~/.cache/spiral_bench), written atomically (temp dir + os.replace): model + tokenizer
@@ -28,6 +33,7 @@ import random
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
@@ -133,6 +139,26 @@ def _batch(tok, pairs, device) -> dict:
     return {"input_ids": ids.to(device), "attention_mask": attn.to(device), "labels": labels.to(device)}
 
 
+def _n_targets(batch) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _part_grads(model, params, batch, n_tok: int) -> tuple[float, tuple]:
+    """(loss share, gradients) of one batch's sum of target NLL / n_tok (the step's target tokens)."""
+    nll, _ = _nll_sum(model, batch)
+    loss = nll / max(1, n_tok)
+    return float(loss.detach()), torch.autograd.grad(loss, params, allow_unused=True)
+
+
+def _sum_grads(grads: list, p: torch.Tensor) -> torch.Tensor:
+    """The step's gradient of parameter p: the batches' gradients added in batch order."""
+    out = None
+    for g in grads:
+        if g is not None:
+            out = g if out is None else out + g
+    return out if out is not None else torch.zeros_like(p)
+
+
 def _nll_sum(model, batch) -> tuple[torch.Tensor, int]:
     """Sum of target-token NLL and the number of target tokens (labels shifted by one)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
@@ -196,25 +222,37 @@ def train_sft(cfg: SFTConfig, out_dir: str | os.PathLike, progress: bool = True)
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, desc="sft", unit="step")
+    params = [p for p in model.parameters() if p.requires_grad]
+    threads = torch.get_num_threads()
+    side = min(2, threads) if cfg.device == "cpu" else 1        # the two batches side by side on the CPU
+    pool = ThreadPoolExecutor(side) if side > 1 else None
     t0, curve, tokens = time.perf_counter(), [], 0
-    for step in range(cfg.steps):
-        search, agg = _examples(task, problems, cfg, step)
-        parts = [_nll_sum(model, _batch(tok, pairs, cfg.device)) for pairs in (search, agg) if pairs]
-        n_tok = sum(n for _, n in parts)
-        loss = sum(l for l, _ in parts) / max(1, n_tok)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        total = float(loss.detach())
-        tokens += n_tok
-        if step % 50 == 0 or step == cfg.steps - 1:
-            curve.append({"step": step + 1, "loss": total, "seconds": time.perf_counter() - t0})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}")
+    try:
+        if pool is not None:
+            torch.set_num_threads(max(1, threads // side))
+        for step in range(cfg.steps):
+            search, agg = _examples(task, problems, cfg, step)
+            batches = [_batch(tok, pairs, cfg.device) for pairs in (search, agg) if pairs]
+            n_tok = sum(_n_targets(b) for b in batches)
+            parts = list((pool.map if pool else map)(lambda b: _part_grads(model, params, b, n_tok), batches))
+            for i, p in enumerate(params):            # summed in batch order: the same on any thread count
+                p.grad = _sum_grads([g[i] for _, g in parts], p)
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            total = sum(l for l, _ in parts)
+            tokens += n_tok
+            if step % 50 == 0 or step == cfg.steps - 1:
+                curve.append({"step": step + 1, "loss": total, "seconds": time.perf_counter() - t0})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{total:.3f}")
+    finally:
+        torch.set_num_threads(threads)
+        if pool is not None:
+            pool.shutdown()
     if bar is not None:
         bar.close()
     train_s = time.perf_counter() - t0

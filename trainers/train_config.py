@@ -1,4 +1,4 @@
-"""TrainConfig (one frozen dataclass for sft / grpo / spiral runs), YAML presets, and the
+"""TrainConfig (one frozen dataclass for sft / grpo / spiral / grsp / lcpo runs), YAML presets, and the
 matched-compute check between a GRPO and a SPIRAL run.
 
 Presets live in `spiral_bench/presets/<name>.yaml` (`train_tiny`: CPU default; `train_paper`:
@@ -7,13 +7,17 @@ from the `train_tiny` preset (or the given preset name / YAML file), applies dot
 and the method, and validates strictly.
 
 Training budget per prompt, in max new tokens (the paper's convention):
-    GRPO:   G x L                       (group_size x max_new_tokens)
+    GRPO:   G x L                       (group_size x max_new_tokens; also grsp and lcpo)
     SPIRAL: (N1 + K x N2) x L_s         (L_s = spiral_max_new_tokens, default max_new_tokens)
 Paper: 12 x 8192 = (8 + 4 x 4) x 4096 = 98,304 tokens per prompt.
-`check_pairing(a, b)` compares the GENERATED tokens per prompt that two runs logged
-(sum of generated_tokens / sum of prompts_sampled over metrics.jsonl); for a config, or a run
-with no metrics yet, the budget above stands in. It raises `PairingError`, showing both figures,
-when they differ by more than `tolerance` relative to the larger one, unless `allow`.
+Generated tokens per prompt: sum of generated_tokens / sum of prompts_sampled over metrics.jsonl
+(totals, not a mean of per-step ratios). `matched_by` (a TrainConfig field; each preset states
+its own: train_paper `budget`, train_tiny `generated`) picks the measure a pair must match;
+`check_pairing(a, b)` compares it, raising `PairingError` with both measures in the message when
+the two differ by more than `tolerance` relative to the larger one, unless `allow`. The budget is
+known before training, so a budget-matched pair is checked before any compute is spent; the
+generated tokens only after. Neither measure counts prompt tokens (prefill: SPIRAL's aggregation
+prompts hold K candidates) or the update pass.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import Any, Mapping
 import yaml
 
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
+from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
 from spiral_bench.trainers.lora import LoraSettings
 from spiral_bench.trainers.losses import RLLossConfig
 from spiral_bench.trainers.sft import SFTConfig
@@ -37,11 +42,16 @@ except Exception:  # pragma: no cover
     pass
 
 
+METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo")
+GROUP_METHODS = ("grpo", "grsp", "lcpo")  # G traces per prompt from one request: budget G x L
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run: SFT warm start, GRPO or SPIRAL (shared loop, see trainers/loop.py)."""
 
-    method: str = option("grpo", choices=("sft", "grpo", "spiral"), help="training method")
+    method: str = option("grpo", choices=METHOD_CHOICES, help="training method (grsp, lcpo: GRPO's rollout with "
+                         "a length-shaped reward, trainers/grsp.py)")
     task: str = option("arithmetic", help="task name (spiral-bench tasks list)")
     task_options: dict = option(default_factory=dict, help="options of `task` (arithmetic: n_ops, modulus, ...; "
                                 "train_tiny sets n_ops 2, modulus 100); a preset's options are dropped when "
@@ -69,6 +79,11 @@ class TrainConfig:
     spiral_max_new_tokens: int | None = option(None, min=1, help="L_s: max new tokens of SPIRAL's search "
                                                                  "and aggregation traces (paper: L/2)")
     group_size: int = option(24, min=1, help="GRPO G: samples per prompt")
+    matched_by: str = option("generated", choices=("budget", "generated"),
+                             help="what a GRPO/SPIRAL pair must match (within the tolerance): 'budget' = max-token "
+                                  "budget per prompt, G x L vs (N1 + K x N2) x L_s (the paper's convention; checked "
+                                  "before training), 'generated' = generated tokens per prompt as logged (checked "
+                                  "after training); both are recorded either way")
     scale_std: bool = option(True, help="GRPO: divide advantages by the group std + 1e-4")
     n1: int = option(8, min=1, help="SPIRAL N1: search traces per prompt")
     k: int = option(4, min=1, help="SPIRAL K: distinct subsets per prompt")
@@ -81,6 +96,9 @@ class TrainConfig:
                                   help="order of the candidates in an aggregation prompt")
     L_target: int | None = option(None, min=1, help="length control: positive advantage -> 0 for outputs "
                                                     "longer than this (null = off)")
+    grsp: GRSPConfig = option(default_factory=GRSPConfig, help="method grsp: segment-level length penalty "
+                                                                "(segmentation, clusters, weights, lambda)")
+    lcpo: LCPOConfig = option(default_factory=LCPOConfig, help="method lcpo: token-level length reward (L1's LCPO)")
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
@@ -109,6 +127,12 @@ class TrainConfig:
             if self.uncovered == "force" and self.k * self.subset_size < self.n1:
                 raise ConfigError(f"uncovered: 'force' needs k * subset_size >= n1 ({self.k}*{self.subset_size} "
                                   f"< {self.n1})")
+
+    def omitted_keys(self) -> tuple[str, ...]:
+        """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
+        by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
+        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
+                     if self.method != k and getattr(self, k) == cls())
 
     @property
     def spiral_L(self) -> int:
@@ -142,43 +166,94 @@ def make_config(method: str | None = None, config: str | os.PathLike | None = No
 
 # ------------------------------------------------------------------------ matched compute
 class PairingError(ValueError):
-    """Two runs' training compute (generated tokens per prompt) differ by more than the tolerance."""
+    """Two runs' training compute per prompt (on their matched_by measure) differ by more than the tolerance."""
 
 
 def budget_tokens_per_prompt(cfg: TrainConfig) -> int:
-    """Max-token budget per prompt: grpo G x L, spiral (N1 + K x N2) x L_s, sft 0."""
-    if cfg.method == "grpo":
+    """Max-token budget per prompt: grpo / grsp / lcpo G x L, spiral (N1 + K x N2) x L_s, sft 0."""
+    if cfg.method in GROUP_METHODS:
         return cfg.group_size * cfg.max_new_tokens
     if cfg.method == "spiral":
         return (cfg.n1 + cfg.k * cfg.n2) * cfg.spiral_L
     return 0
 
 
-def tokens_per_prompt(run: TrainConfig | str | os.PathLike) -> tuple[float, str]:
-    """(figure, what it is) for a TrainConfig (budget) or a run folder (logged, else budget)."""
+def _config_of(run: TrainConfig | str | os.PathLike) -> tuple[TrainConfig, Path | None]:
     if isinstance(run, TrainConfig):
-        return float(budget_tokens_per_prompt(run)), f"{run.method} max-token budget per prompt"
+        return run, None
     d = Path(run)
     if not (d / "config.yaml").is_file():
         raise FileNotFoundError(f"{d} is not a run folder (no config.yaml)")
-    cfg = build(TrainConfig, merge(yaml.safe_load((d / "config.yaml").read_text()) or {}, {}))
-    from spiral_bench.trainers.loop import read_metrics
-    rows = read_metrics(d)
-    prompts = sum(r["prompts_sampled"] for r in rows)
-    if prompts:
-        return (sum(r["generated_tokens"] for r in rows) / prompts,
-                f"{cfg.method} run {d} generated tokens per prompt over {len(rows)} steps")
-    return float(budget_tokens_per_prompt(cfg)), f"{cfg.method} run {d} (no steps yet) max-token budget per prompt"
+    return build(TrainConfig, merge(yaml.safe_load((d / "config.yaml").read_text()) or {}, {})), d
 
 
-def check_pairing(run_a, run_b, tolerance: float = 0.10, allow: bool = False) -> dict:
-    """Refuse (PairingError with both figures) to pair two runs whose tokens per prompt differ by
-    more than `tolerance` (relative to the larger); `allow=True` only reports. Runs: folders or configs."""
-    (fa, da), (fb, db) = tokens_per_prompt(run_a), tokens_per_prompt(run_b)
-    rel = abs(fa - fb) / max(fa, fb) if max(fa, fb) > 0 else 0.0
-    matched = rel <= tolerance
-    if not matched and not allow:
-        raise PairingError(f"training compute is not matched: {da} = {fa:g} vs {db} = {fb:g} "
-                           f"(differ by {rel:.1%} > tolerance {tolerance:.0%}); match them or allow unmatched "
-                           "runs explicitly (--allow-unmatched)")
-    return {"a": fa, "b": fb, "a_what": da, "b_what": db, "relative_difference": rel, "matched": matched}
+def compute_per_prompt(run: TrainConfig | str | os.PathLike) -> dict:
+    """Both measures of a run's training compute per prompt: {"budget": G x L or (N1 + K x N2) x L_s,
+    "generated": sum of generated_tokens / sum of prompts_sampled over metrics.jsonl (None for a config
+    or a run with no steps yet), "steps": steps logged, "what": a label}. Neither counts prompt
+    tokens (prefill) or the update pass."""
+    cfg, d = _config_of(run)
+    gen, steps = None, 0
+    if d is not None:
+        from spiral_bench.trainers.loop import read_metrics
+        rows = read_metrics(d)
+        prompts, steps = sum(r["prompts_sampled"] for r in rows), len(rows)
+        gen = sum(r["generated_tokens"] for r in rows) / prompts if prompts else None
+    return {"budget": float(budget_tokens_per_prompt(cfg)), "generated": gen, "steps": steps,
+            "what": f"{cfg.method} " + (f"run {d}" if d is not None else "config"), "matched_by": cfg.matched_by}
+
+
+def tokens_per_prompt(run: TrainConfig | str | os.PathLike) -> tuple[float, str]:
+    """(figure, what it is): the generated tokens per prompt a run logged, else its budget."""
+    c = compute_per_prompt(run)
+    if c["generated"] is not None:
+        return c["generated"], f"{c['what']} generated tokens per prompt over {c['steps']} steps"
+    return c["budget"], f"{c['what']} max-token budget per prompt"
+
+
+MEASURES = {"budget": "max-token budget per prompt", "generated": "generated tokens per prompt"}
+
+
+def check_pairing(run_a, run_b, tolerance: float = 0.10, allow: bool = False, matched_by: str | None = None) -> dict:
+    """Compare two runs' training compute per prompt on `matched_by` (default: the runs' own setting,
+    which must agree): refuse (PairingError, both measures in the message) when the two differ by
+    more than `tolerance` relative to the larger, unless `allow`. Runs: folders or configs. When the
+    measure is 'generated' and a side has not trained yet, the check is deferred ("matched": None).
+    Returns {"matched_by", "a", "b" (the gating figures), "a_what", "b_what", "relative_difference",
+    "matched", "budget": {a, b, relative_difference}, "generated": {...} or None}."""
+    ca, cb = compute_per_prompt(run_a), compute_per_prompt(run_b)
+    if matched_by is None:
+        if ca["matched_by"] != cb["matched_by"]:
+            raise ConfigError(f"the two runs are matched by different measures ({ca['what']}: {ca['matched_by']}, "
+                              f"{cb['what']}: {cb['matched_by']}); set matched_by the same for both")
+        matched_by = ca["matched_by"]
+    if matched_by not in MEASURES:
+        raise ConfigError(f"matched_by must be one of {sorted(MEASURES)}, not {matched_by!r}")
+
+    def rel(x, y):
+        return abs(x - y) / max(x, y) if max(x, y) > 0 else 0.0
+
+    both = {m: ({"a": ca[m], "b": cb[m], "relative_difference": rel(ca[m], cb[m])}
+                if ca[m] is not None and cb[m] is not None else None) for m in MEASURES}
+    rep = {"matched_by": matched_by, "a_what": ca["what"], "b_what": cb["what"], "tolerance": tolerance, **both}
+    g = both[matched_by]
+    if g is None:
+        return {**rep, "a": None, "b": None, "relative_difference": None, "matched": None}
+    rep.update(a=g["a"], b=g["b"], relative_difference=g["relative_difference"],
+               matched=g["relative_difference"] <= tolerance)
+    if not rep["matched"] and not allow:
+        raise PairingError(f"training compute is not matched by {MEASURES[matched_by]} (matched_by: {matched_by}): "
+                           f"{ca['what']} = {g['a']:g} vs {cb['what']} = {g['b']:g} (differ by "
+                           f"{g['relative_difference']:.1%} > tolerance {tolerance:.0%}); {pairing_text(rep)}. "
+                           "Match them or allow unmatched runs explicitly (--allow-unmatched)")
+    return rep
+
+
+def pairing_text(rep: dict) -> str:
+    """Both measures of a pairing report in one line."""
+    parts = []
+    for m, name in MEASURES.items():
+        x = rep.get(m)
+        parts.append(f"{name} {x['a']:.0f} vs {x['b']:.0f} ({x['relative_difference']:.1%})" if x else
+                     f"{name} not yet known")
+    return "; ".join(parts)

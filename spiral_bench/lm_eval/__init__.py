@@ -13,7 +13,8 @@ API:
     include_path() -> str                    the folder holding the task YAMLs
     task_manager(extra_include=None, **kw)    lm_eval.tasks.TaskManager including it (validated)
     validate_tasks(path=None, strict=True)    {task name: YAML file}; SpiralTaskError names both
-    cli_path() -> int                         body of `spiral-bench lm-eval-path` (prints the path)
+    sample_tasks(n, folder=None) -> str        write spiral_<task>_k<n> YAMLs (n samples per problem)
+    cli_path(samples=None) -> int             body of `spiral-bench lm-eval-path [--samples N]`
     run_cli(argv) -> int                      body of `spiral-bench lm-eval ARGS...`
 
 lm-eval skips a YAML it cannot load and later says only "Tasks not found"; `task_manager()` and
@@ -22,6 +23,7 @@ and the file, and `run_cli` checks the data directory of every requested dataset
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +31,8 @@ from pathlib import Path
 from .hooks import SpiralTaskError, check_data
 from . import model as _model  # noqa: F401  registers the `spiral` lm-eval model type
 
-__all__ = ["SpiralTaskError", "include_path", "task_manager", "validate_tasks", "cli_path", "run_cli"]
+__all__ = ["SpiralTaskError", "include_path", "task_manager", "validate_tasks", "sample_tasks", "cli_path",
+           "run_cli"]
 
 _HERE = Path(__file__).resolve().parent
 _REQUIRED = ("custom_dataset", "process_results", "generation_kwargs", "dataset_kwargs")
@@ -94,9 +97,53 @@ def task_manager(extra_include=None, **kwargs):
     return TaskManager(include_path=[include_path(), *map(str, extra)], **kwargs)
 
 
-def cli_path() -> int:
-    """`spiral-bench lm-eval-path`: print the include path."""
-    print(include_path())
+def sample_tasks(n: int, folder: str | os.PathLike | None = None) -> str:
+    """Write one task YAML `spiral_<task>_k<n>` per `_k8` task (same data, prompts, stop strings,
+    token budget and temperature; repeats n, a take_first_k k=n filter, metrics exact_match per
+    sample, pass@1, pass@n, maj@n; tag spiral_k<n>) into `folder` (default
+    $SPIRAL_BENCH_CACHE/lm_eval_tasks/k<n>, else ~/.cache/spiral_bench/lm_eval_tasks/k<n>).
+    Each includes our `_spiral_k8.yaml` by absolute path. Returns the folder (for --include_path)."""
+    import yaml
+
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise SpiralTaskError(f"number of samples must be an integer >= 1, got {n!r}")
+    if folder is None:
+        root = os.environ.get("SPIRAL_BENCH_CACHE") or os.path.join(Path.home(), ".cache", "spiral_bench")
+        folder = os.path.join(root, "lm_eval_tasks", f"k{n}")
+    os.makedirs(folder, exist_ok=True)
+    for name, file in validate_tasks().items():
+        if not name.endswith("_k8"):
+            continue
+        with open(file, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)  # task YAMLs hold no !function tags (those live in _spiral_*.yaml)
+        new = f"{name[:-3]}_k{n}"
+        dk = {**cfg["dataset_kwargs"], "spiral_name": new}
+        metrics = [("exact_match", "!function spiral_bench.lm_eval.hooks.mean_of_samples")] + [
+            (m, "mean") for m in dict.fromkeys(["pass@1", f"pass@{n}", f"maj@{n}"])]
+        text = "\n".join([
+            f"# {new}: {name} with {n} samples per problem (written by spiral_bench.lm_eval.sample_tasks)",
+            f"include: {json.dumps(os.path.join(include_path(), '_spiral_k8.yaml'))}",
+            f"task: {new}", f"tag: spiral_k{n}", f"repeats: {n}",
+            "filter_list:", "  - name: all", "    filter:", "      - function: take_first_k", f"        k: {n}",
+            "metric_list:", *[f"  - {{metric: {json.dumps(m)}, aggregation: {a}, higher_is_better: true}}"
+                              for m, a in metrics],
+            f"dataset_kwargs: {json.dumps(dk)}", f"generation_kwargs: {json.dumps(cfg['generation_kwargs'])}", ""])
+        tmp = os.path.join(folder, f".{new}.yaml.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(folder, f"{new}.yaml"))
+    validate_tasks(folder)
+    return str(folder)
+
+
+def cli_path(samples: int | None = None) -> int:
+    """`spiral-bench lm-eval-path [--samples N]`: print the include path (with --samples, the folder
+    of the spiral_<task>_k<N> tasks written by `sample_tasks`)."""
+    try:
+        print(include_path() if samples is None else sample_tasks(samples))
+    except SpiralTaskError as e:
+        print(f"spiral-bench lm-eval-path: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -136,7 +183,9 @@ def precheck(tasks: list[str], user_paths: list[str], data_dir: str | None = Non
     user_tasks = set()
     for root in user_paths:
         if Path(root).is_dir():
-            user_tasks |= set(validate_tasks(root, strict=False))
+            for name, file in validate_tasks(root, strict=False).items():
+                tag = _load(Path(file)).get("tag") or []
+                user_tasks |= {name, *([tag] if isinstance(tag, str) else tag)}  # tasks and tags
     bad = _broken_yamls(user_paths)
     for name in tasks:
         if name.endswith(".yaml") or Path(name).is_dir():

@@ -18,13 +18,18 @@ lm-eval `doc_to_text`), meta (JSON of problem.meta), spiral_task, spiral_options
 The `spiral` lm-eval model type rebuilds the Problem and Task from these columns.
 
 Scoring (rewards r_i = task.reward(problem, completion_i) in [0, 1], keys
-a_i = task.canonical(task.extract(completion_i)), None = no answer):
-- `process_results(doc, [completion])` -> {"acc": r}
-- `process_results_k8(doc, [[c_1..c_8]])` (repeats 8, filter keeping all 8) ->
-    pass@1 = mean_i r_i;  pass@8 = max_i r_i (both `estimators.pass_at_k_pool`, exact over subsets);
-    maj@8 = plurality vote over the a_i, ties split uniformly (`estimators.maj_at_k_single`,
+a_i = task.canonical(task.extract(completion_i)), None = no answer). The single-sample metric is
+named `exact_match`, as in lm-eval's math tasks:
+- `process_results(doc, [completion])` -> {"exact_match": r}
+- `process_results_samples(doc, [[c_1..c_n]])` (repeats n, a filter keeping all n; any n >= 1) ->
+    exact_match = [r_1, ..., r_n]  (one value per sample, in repeat order; aggregated over docs
+                                    by `mean_of_samples`: the mean over all samples = pass@1)
+    pass@1 = mean_i r_i;  pass@n = max_i r_i (both `estimators.pass_at_k_pool`, exact over subsets);
+    maj@n = plurality vote over the a_i, ties split uniformly (`estimators.maj_at_k_single`,
     the expectation over the tie draw; an answer scores the mean r_i of its samples).
-Every metric lies in [0, 1]; lm-eval averages them over documents.
+  `process_results_k8` is the same with n = 8 required.
+Every metric lies in [0, 1]; lm-eval averages pass@1, pass@n and maj@n over documents.
+`spiral-bench analyze` reads the per-sample exact_match lists of lm-eval's --log_samples files.
 """
 from __future__ import annotations
 
@@ -144,9 +149,9 @@ def score(doc: dict, completions: list[str]) -> tuple[list[float], list[str | No
 
 
 def process_results(doc: dict, results: list) -> dict:
-    """One completion per doc: {"acc": reward}."""
+    """One completion per doc: {"exact_match": reward}."""
     rewards, _ = score(doc, [results[0]])
-    return {"acc": rewards[0]}
+    return {"exact_match": rewards[0]}
 
 
 def pool_metrics(rewards: list[float], keys: list, k: int) -> dict:
@@ -161,12 +166,29 @@ def pool_metrics(rewards: list[float], keys: list, k: int) -> dict:
     return out
 
 
+def process_results_samples(doc: dict, results: list) -> dict:
+    """results = [[c_1..c_n]] (repeats n, a filter keeping all n): exact_match per sample, pass@1,
+    pass@n, maj@n (module docstring)."""
+    completions = results[0]
+    if isinstance(completions, str):
+        raise SpiralTaskError(f"lm-eval task for doc {doc.get('id')!r}: process_results_samples needs all "
+                              f"repeats of a doc (a take_first_k filter with k = repeats), got one string")
+    rewards, keys = score(doc, list(completions))
+    return {"exact_match": rewards, **pool_metrics(rewards, keys, len(rewards))}
+
+
 def process_results_k8(doc: dict, results: list) -> dict:
-    """results = [[c_1..c_8]] (repeats 8, `take_first_k` k=8): pass@1, pass@8, maj@8."""
+    """results = [[c_1..c_8]] (repeats 8, `take_first_k` k=8): exact_match per sample, pass@1,
+    pass@8, maj@8."""
     completions = results[0]
     if isinstance(completions, str) or len(completions) != 8:
         got = 1 if isinstance(completions, str) else len(completions)
         raise SpiralTaskError(f"lm-eval task for doc {doc.get('id')!r}: process_results_k8 needs the 8 "
                               f"repeats of a doc (repeats: 8 and a take_first_k k=8 filter), got {got}")
-    rewards, keys = score(doc, list(completions))
-    return pool_metrics(rewards, keys, 8)
+    return process_results_samples(doc, results)
+
+
+def mean_of_samples(items: list) -> float:
+    """lm-eval aggregation of per-doc lists of per-sample values: the mean over all samples."""
+    flat = [float(v) for item in items for v in (item if isinstance(item, (list, tuple)) else [item])]
+    return sum(flat) / len(flat) if flat else float("nan")

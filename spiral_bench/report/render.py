@@ -193,23 +193,41 @@ def _sequential_table(a: dict) -> list:
     return [("table", ["max tokens"] + [f"{m} pass@1 [95% CI]" for m in seq], rows)]
 
 
+def _budget(cfg: dict | None) -> float | None:
+    """Max-token budget per prompt of a saved training config (train_config.budget_tokens_per_prompt)."""
+    if not cfg:
+        return None
+    try:
+        from ..trainers.train_config import TrainConfig, budget_tokens_per_prompt
+        from ..config import build
+        return float(budget_tokens_per_prompt(build(TrainConfig, cfg)))
+    except Exception:          # an old or foreign config: the column reads n/a
+        return None
+
+
 def _training_tables(run: RunFiles) -> list:
     out = []
     if run.train:
         rows, ref = [], None
         for m, t in run.train.items():
             ms = t["metrics"]
-            tpp = [r["generated_tokens_per_prompt"] for r in ms if r.get("generated_tokens_per_prompt") is not None]
-            mean = sum(tpp) / len(tpp) if tpp else None
-            ref = mean if ref is None else ref
+            prompts = sum(r.get("prompts_sampled") or 0 for r in ms)
+            gen = sum(r.get("generated_tokens") or 0 for r in ms) / prompts if prompts else None
+            ref = gen if ref is None else ref      # totals, as check_pairing computes them
+            budget = _budget(t.get("config"))
             last = ms[-1] if ms else {}
-            rows.append([m, str(len(ms)), fmt(mean), fmt(last.get("total_generated_tokens")),
-                         fmt(mean / ref if mean and ref else None, 3), fmt(last.get("search_acc"), 3),
+            rows.append([m, str(len(ms)), fmt(budget), fmt(gen), fmt(last.get("total_generated_tokens")),
+                         fmt(gen / ref if gen and ref else None, 3), fmt(last.get("search_acc"), 3),
                          fmt(last.get("agg_acc"), 3), fmt(last.get("elapsed"), 3)])
-        out += [("p", "Matched-compute audit: generated tokens per training prompt, per method (ratio to the "
-                      "first method listed)."),
-                ("table", ["method", "steps logged", "mean tokens / prompt", "total generated tokens", "ratio",
-                           "final search acc", "final agg acc", "train seconds"], rows)]
+        by = sorted({str((t.get("config") or {}).get("matched_by", "generated")) for t in run.train.values()})
+        out += [("p", "Matched-compute audit, per training run: the max-token budget per prompt (G x L for "
+                      "GRPO, (N1 + K x N2) x L_s for SPIRAL) and the generated tokens per prompt (all generated "
+                      "tokens / all prompts sampled, the quantity the pairing check uses; ratio to the first "
+                      f"run listed). Pairs are matched by: {', '.join(by)}. Neither measure counts the prompt "
+                      "tokens (prefill; SPIRAL's aggregation prompts hold K candidate traces) or the update "
+                      "pass (forward + backward over the generated tokens)."),
+                ("table", ["run", "steps logged", "budget / prompt", "generated / prompt", "total generated tokens",
+                           "ratio", "final search acc", "final agg acc", "train seconds"], rows)]
     if run.sft:
         flat = {k: v for k, v in _flat(run.sft).items()}
         out += [("h", 4, "SFT base (shared starting checkpoint)"), ("table", ["metric", "value"], _kv(flat))]

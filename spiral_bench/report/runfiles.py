@@ -1,7 +1,7 @@
 """Read a run folder (`results/<run>/`) from saved files only, and list what is missing.
 
 Layout read (every part optional):
-  run.yaml                  the RunConfig as a dict (method: spiral | grpo | both, baseline, ...)
+  run.yaml                  the RunConfig as a dict (method: spiral | grpo | grsp | lcpo | both, comma-separated; baseline, ...)
   manifest.json             versions, git, hardware, seeds, hashes, stages (status, seconds), reproduce
   base/sft_metrics.json     the SFT base's own evaluation
   train/<method>/           config.yaml, metrics.jsonl (one row per step), final/
@@ -44,13 +44,17 @@ class RunFiles:
         return self.path.resolve().name
 
     def expected_methods(self) -> list[str]:
-        """Trained methods this run was meant to produce (`run.RunConfig.methods`: spiral trains the
-        GRPO baseline too unless baseline is false; both when run.yaml is absent)."""
+        """Trained methods this run was meant to produce (`run.RunConfig.methods`: every method but
+        grpo trains the GRPO baseline too unless baseline is false; grpo and spiral when run.yaml is
+        absent)."""
         cfg = self.config or {}
-        m = cfg.get("method")
-        if m in (None, "both") or (m == "spiral" and cfg.get("baseline", True) is not False):
+        if cfg.get("method") is None:
             return list(TRAIN_METHODS)
-        return [str(m)]
+        from spiral_bench.run import RunConfig
+        try:
+            return RunConfig(method=str(cfg["method"]), baseline=cfg.get("baseline", True) is not False).methods()
+        except ValueError:          # a method name this version does not know: as written
+            return [str(cfg["method"])]
 
     def expected_runs(self) -> list[str]:
         """Training-run labels of this run (`run.run_labels`): each expected method, then
@@ -106,9 +110,9 @@ def analysis_from_cells(run: RunFiles) -> dict | None:
     cells = load_cells(run.path)
     methods = list(dict.fromkeys([m for m in (EVAL_BASE, *TRAIN_METHODS) if m in set(cells["method"])]
                                  + sorted(set(cells["method"]))))
-    # as `run.run_pipeline` does: grpo is the baseline when both methods ran, else base
-    baseline = "grpo" if {"grpo", "spiral"} <= set(methods) else "base" if "base" in methods and len(methods) > 1 \
-        else None
+    # as `run.run_pipeline` does: grpo is the baseline when it ran beside another method, else base
+    baseline = "grpo" if "grpo" in methods and set(methods) - {"grpo", "base"} else \
+        "base" if "base" in methods and len(methods) > 1 else None
     cfg = run.config or {}
     context = {k: cfg[k] for k in ("task", "budget_grid", "seed") if k in cfg}
     if "budget_grid" in context:
