@@ -105,9 +105,10 @@ def test_vllm_options_from_flags_and_their_errors():
 
 def test_new_run_fields_at_their_defaults_keep_old_run_folders():
     from spiral_bench.run import RunConfig, command_for, run_hash
-    cfg = RunConfig()
+    cfg = RunConfig(train_seeds=1)        # a run made before these fields existed had one training run
     old = {k: v for k, v in to_dict(cfg).items() if k not in ("train_seeds", "chat_template", "system_prompt", "vllm")}
     assert run_hash(cfg) == config_hash(old, 12)
+    cfg = RunConfig()
     tp = build(RunConfig, {"backend": "vllm", "vllm": {"tensor_parallel_size": 4, "engine_args": {"enforce_eager": True}},
                            "chat_template": "none"})
     assert run_hash(tp) != run_hash(cfg)
