@@ -9,9 +9,11 @@ progress bar of its own (several would garble one terminal): `on_start`/`on_done
 as they start and finish.
 
 Why processes: the tiny CPU models are too small to keep two cores busy from one process. Measured
-on the 2-core machine (`benchmarks/bench_run.py --jobs`, BENCHMARKS.md): one SFT step with 2 torch
-threads takes 0.163 s, with 1 thread 0.237 s, and two 1-thread processes side by side 0.228 s
-each, so two jobs at once do 1.43x the work of one job with both threads.
+on the 2-core machine (`benchmarks/bench_parallel.py`, BENCHMARKS.md): one SFT step with 2 torch
+threads takes 0.157 s, and two 1-thread processes side by side 0.217 s each, so two jobs at once
+do 1.44x the work of one job with both threads. On a busy machine the gap is far larger (a
+2-thread process waits on its second thread: 0.95 s per step there against 0.23 s per 1-thread
+process, one run of the same script).
 
 Results are bit-reproducible for the same `threads` (float reductions may differ between thread
 counts). If a job fails, no new job starts, the running ones finish (their work is saved and a

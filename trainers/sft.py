@@ -16,8 +16,8 @@ Optimiser AdamW with linear warmup then cosine decay (transformers.get_scheduler
 The search and aggregation batches of a step are differentiated separately (one
 `torch.autograd.grad` each, on two Python threads with half the torch threads each on the CPU;
 kernels release the GIL) and their gradients added in that order, so the result does not depend
-on the thread count. On the 2-core machine this runs a step in 1/1.4 of the time of one backward
-pass over both batches with 2 torch threads (BENCHMARKS.md, `benchmarks/bench_run.py`).
+on the thread count. On the 2-core machine a step takes 0.139 s against 0.157 s for one backward
+over both batches with 2 torch threads (1.13x; `benchmarks/bench_parallel.py`, BENCHMARKS.md).
 
 The result is cached under `<cache>/sft/<config_hash>/` (`<cache>` = $SPIRAL_BENCH_CACHE or
 ~/.cache/spiral_bench), written atomically (temp dir + os.replace): model + tokenizer
