@@ -39,6 +39,16 @@ def _setup():
     return sft, model, opt, batches
 
 
+def _seconds_per_step(step, batches, n: int) -> float:
+    """Mean seconds of `step` over n steps, after 3 warm-up steps."""
+    for i in range(3):
+        step(batches[i % 8])
+    t0 = time.perf_counter()
+    for i in range(n):
+        step(batches[i % 8])
+    return (time.perf_counter() - t0) / n
+
+
 def old_steps(n: int, threads: int) -> float:
     """Seconds per old SFT step (one backward over both batches) with `threads` torch threads."""
     import torch
@@ -50,12 +60,7 @@ def old_steps(n: int, threads: int) -> float:
         (sum(l for l, _ in parts) / sum(k for _, k in parts)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    for i in range(3):
-        step(batches[i % 8])
-    t0 = time.perf_counter()
-    for i in range(n):
-        step(batches[i % 8])
-    return (time.perf_counter() - t0) / n
+    return _seconds_per_step(step, batches, n)
 
 
 def side_by_side_steps(n: int) -> float:
@@ -73,12 +78,7 @@ def side_by_side_steps(n: int) -> float:
             p.grad = sft._sum_grads([g[i] for _, g in parts], p)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    for i in range(3):
-        step(batches[i % 8])
-    t0 = time.perf_counter()
-    for i in range(n):
-        step(batches[i % 8])
-    return (time.perf_counter() - t0) / n
+    return _seconds_per_step(step, batches, n)
 
 
 def two_processes(n: int) -> float:
