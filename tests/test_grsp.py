@@ -360,18 +360,10 @@ def test_apply_to_advantage_keeps_lambdas_scale():
 def test_torchrun_two_processes_fix_the_same_edges_as_one(tmp_path):
     """Data parallel: the step-1 edges come from the segment-length histogram summed over ranks, so 1 and 2
     processes fix the same edges, log the same GRSP metrics and take the same steps (loss within 1e-4)."""
-    import subprocess
-    from test_trainers import LAUNCHER, TESTS as T, _env
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER.format(tests=str(T)))
-    cfg = json.dumps({**BASE, "task": "toy7", "method": "grsp", "steps": 2, "prompts_per_step": 4,
-                      "grsp": {"delimiters": [" ", "e", "a"], "penalty_coef": 0.5}})
-    subprocess.run([sys.executable, str(script), cfg, str(tmp_path / "one"), "0"], check=True, env=_env(),
-                   capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), cfg, str(tmp_path / "two"), "0"], env=_env(), capture_output=True, text=True)
-    assert two.returncode == 0, two.stderr[-3000:]
-    r1, r2 = loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
+    from test_trainers import train_one_and_two_processes
+    r1, r2 = train_one_and_two_processes(tmp_path, {**BASE, "task": "toy7", "method": "grsp", "steps": 2,
+                                                    "prompts_per_step": 4,
+                                                    "grsp": {"delimiters": [" ", "e", "a"], "penalty_coef": 0.5}})
     assert len(r1) == len(r2) == 2
     e1 = json.loads((tmp_path / "one" / "grsp_edges.json").read_text())
     assert e1 == json.loads((tmp_path / "two" / "grsp_edges.json").read_text())

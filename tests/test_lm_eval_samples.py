@@ -24,25 +24,15 @@ from spiral_bench.analyze import AnalyzeInputError, analyze_file
 from spiral_bench.cli import main as spiral_bench_main
 from spiral_bench.lm_eval_samples import task_of
 from spiral_bench.tasks import get_task
-from spiral_bench.tasks.arithmetic import ArithmeticTask
+from test_lm_eval import FirstCharParity as _Parity
 from spiral_bench.tasks.base import _REGISTRY, register
 
 
-class FirstCharParity(ArithmeticTask):
+class FirstCharParity(_Parity):
     """Arithmetic problems graded so that a random tiny model scores about 1/2: correct iff the
-    first character's code point has the parity of the gold answer."""
+    first character's code point has the parity of the gold answer (test_lm_eval's task, own name)."""
 
     name = "lmeval_samples_parity"
-
-    def extract(self, completion):
-        return completion[:1] if completion[:1] not in ("", "\n") else None
-
-    def canonical(self, answer):
-        return answer
-
-    def reward(self, problem, completion):
-        a = self.extract(completion)
-        return float(a is not None and ord(a) % 2 == int(problem.answer) % 2)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -401,18 +401,25 @@ def test_resume_after_kill9_gives_identical_weights(tmp_path):
     assert [r["loss"] for r in loop.read_metrics(ref)] == [r["loss"] for r in loop.read_metrics(run)]
 
 
+def train_one_and_two_processes(tmp_path: Path, cfg: dict) -> tuple[list, list]:
+    """Train `cfg` in one process into tmp_path/one and under torchrun with 2 CPU processes into
+    tmp_path/two; returns both runs' metrics rows."""
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    subprocess.run([sys.executable, str(script), json.dumps(cfg), str(tmp_path / "one"), "0"], check=True,
+                   env=_env(), capture_output=True)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(script), json.dumps(cfg), str(tmp_path / "two"), "0"], env=_env(),
+                         capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(tmp_path):
     """Same global batch on 1 and 2 CPU processes: loss curves agree within 1e-4 (absolute)."""
-    script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER.format(tests=str(TESTS)))
-    cfg = json.dumps({**BASE, "method": "spiral", "steps": 3, "prompts_per_step": 4, "micro_batch_size": 16})
-    subprocess.run([sys.executable, str(script), cfg, str(tmp_path / "one"), "0"], check=True, env=_env(),
-                   capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), cfg, str(tmp_path / "two"), "0"], env=_env(), capture_output=True, text=True)
-    assert two.returncode == 0, two.stderr[-3000:]
-    r1, r2 = loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
+    r1, r2 = train_one_and_two_processes(tmp_path, {**BASE, "method": "spiral", "steps": 3, "prompts_per_step": 4,
+                                                    "micro_batch_size": 16})
     assert len(r1) == len(r2) == 3
     print("max |loss(1 proc) - loss(2 procs)| =", max(abs(a["loss"] - b["loss"]) for a, b in zip(r1, r2)))
     for a, b in zip(r1, r2):
