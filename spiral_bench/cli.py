@@ -171,6 +171,9 @@ def cmd_eval(args) -> int:
 
     from .tasks import get_task
 
+    if args.baseline and args.label == args.baseline_label:
+        raise ConfigError(f"eval: --label and --baseline-label are both {args.label!r}; give the two models "
+                          "different names (their cells are told apart by label)")
     ckpts = {args.label: args.checkpoint if len(args.checkpoint) > 1 else args.checkpoint[0]}
     if args.baseline:
         ckpts[args.baseline_label] = args.baseline if len(args.baseline) > 1 else args.baseline[0]

@@ -141,6 +141,8 @@ def test_failed_stage_is_marked_and_finished_by_the_next_run(smoke_run, monkeypa
     (["run", "--budget-grid", "no-such-grid"], "no-such-grid"),
     (["run", "--set", "lr=-1"], "lr"),
     (["run", "--task", "no-such-task"], "no-such-task"),
+    (["eval", "--checkpoint", "tiny-1m", "--baseline", "tiny-1m", "--baseline-label", "method",
+      "--task", "arithmetic"], "different names"),
 ])
 def test_bad_input_fails_fast_with_a_message(argv, needle, tmp_path, capsys):
     assert main(argv + ["--out", str(tmp_path)]) == 2
