@@ -236,3 +236,13 @@ def test_backends(tmp_path):
     from spiral_bench.backends.vllm import VLLMBackend
     with pytest.raises(ConfigError, match="cannot run Bridge models"):
         VLLMBackend(str(tmp_path / "b"))
+
+
+def test_group_pass_is_differentiable_into_the_bridge():
+    model, tok = bridged(scale=0)              # untrained: W_O = 0, so only W_O gets a gradient
+    ids, mask, P = encode(tok, "3+4=", [[20, 21, 22], [23, 24]])
+    lp = group_token_logprobs(model, ids, mask, P, torch.tensor([0, 0]))
+    lp.sum().backward()
+    blk = model.bridge.blocks[0]
+    assert torch.isfinite(blk.o.weight.grad).all() and blk.o.weight.grad.abs().max() > 0
+    assert blk.q.weight.grad.abs().max() == 0
