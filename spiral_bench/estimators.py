@@ -29,6 +29,14 @@ maj@k: in a subset S, every non-None answer votes; the answers with the most vot
     `method="auto"` uses this exact formula for pools of n <= EXACT_MAX_POOL samples and
     `mc_subsets` seeded Monte Carlo subsets above (counts above ~1e300 overflow float64).
 
+Independence: every subset expectation above assumes the pool's n samples are independent draws
+    of the method (exchangeable, so a uniform k-subset is distributed as k fresh samples). Samples
+    generated jointly break that: a Bridge group of width n (spiral_bench.bridge) attends to itself,
+    so k of its samples are not a width-k group. pass_at_k, pass_at_k_pool, maj_at_k and
+    maj_at_k_single take `independent` (default True) and raise DependentSamplesError when it is
+    False; such methods are measured from groups generated at width k directly. Backends say
+    `independent_samples` (False for the hf backend on a Bridge model).
+
 RSA population accuracy: the mean correctness of the population at each step, averaged over
     problems (the RSA analogue of pass@1).
 """
@@ -46,6 +54,20 @@ EXACT_MAX_POOL = 400  # pools up to this size use the exact maj@k formula in met
 DEFAULT_MC_SUBSETS = 20_000
 
 
+class DependentSamplesError(ValueError):
+    """A pooled subset estimator was asked to score a pool whose samples are not independent."""
+
+
+def require_independent(independent: bool, what: str) -> None:
+    """DependentSamplesError unless `independent` (see 'Independence' in the module docstring)."""
+    if not independent:
+        raise DependentSamplesError(
+            f"{what}: a pooled estimate is an expectation over k-subsets of independent samples, but this "
+            "pool was generated jointly (independent_samples=False, e.g. a Bridge group whose samples attend "
+            "to each other): a k-subset of it is not k samples of the method; measure it from groups "
+            "generated at width k instead")
+
+
 def _ks(k) -> np.ndarray:
     ks = np.atleast_1d(np.asarray(k))
     if ks.ndim != 1 or not np.issubdtype(ks.dtype, np.integer) or (ks < 1).any():
@@ -53,14 +75,16 @@ def _ks(k) -> np.ndarray:
     return ks.astype(np.int64)
 
 
-def pass_at_k(n, c, k) -> np.ndarray:
+def pass_at_k(n, c, k, *, independent: bool = True) -> np.ndarray:
     """Unbiased pass@k = 1 - C(n-c, k)/C(n, k), vectorised over problems and k.
 
     n, c: int arrays of shape (P,) (or scalars): pool size and number of correct samples.
     k: int or int array of shape (K,). Returns float array (P, K). Needs 0 <= c <= n, k <= n.
     Product form: C(n-c,k)/C(n,k) = prod_{i=n-c+1}^{n} (1 - k/i), summed as log1p terms via
     cumulative sums T[k, j] = sum_{i=k+1}^{j} log1p(-k/i), so the cost is O(K * max n + P * K).
+    independent=False (a jointly generated pool) raises DependentSamplesError.
     """
+    require_independent(independent, "pass@k")
     n = np.atleast_1d(np.asarray(n)).astype(np.int64)
     c = np.atleast_1d(np.asarray(c))
     if not np.all(c == np.round(c)):
@@ -88,14 +112,16 @@ def pass_at_k(n, c, k) -> np.ndarray:
     return out
 
 
-def pass_at_k_pool(correct, k) -> np.ndarray:
+def pass_at_k_pool(correct, k, *, independent: bool = True) -> np.ndarray:
     """pass@k from per-sample correctness, exact over all k-subsets; fractional r allowed.
 
     correct: float array (P, N) with entries in [0, 1]; NaN pads pools shorter than N.
     k: int or int array (K,), every k <= the smallest pool. Returns (P, K).
     Formula: sum_{j=k}^{n} r_(j) C(j-1, k-1)/C(n, k) (r sorted ascending); for 0/1 entries it
-    routes to `pass_at_k` (product form), which it equals.
+    routes to `pass_at_k` (product form), which it equals. independent=False raises
+    DependentSamplesError.
     """
+    require_independent(independent, "pass@k")
     r = np.asarray(correct, dtype=np.float64)
     if r.ndim != 2:
         raise ValueError(f"correct must be (P, N), got shape {r.shape}")
@@ -215,12 +241,13 @@ def _maj_mc(codes: np.ndarray, acc: np.ndarray, kmax: int, n_subsets: int, seed:
 
 def maj_at_k_single(answers: Sequence[Hashable | None], correct: Sequence[float], k, *,
                     method: str = "auto", mc_subsets: int = DEFAULT_MC_SUBSETS,
-                    seed: int = 0) -> np.ndarray:
+                    seed: int = 0, independent: bool = True) -> np.ndarray:
     """maj@k for one problem's pool of n answers; returns (K,) for k (int or (K,) ints).
 
     method: "exact" (closed form), "mc" (`mc_subsets` uniform subsets, seeded), or "auto"
-    (exact when n <= EXACT_MAX_POOL, else mc).
+    (exact when n <= EXACT_MAX_POOL, else mc). independent=False raises DependentSamplesError.
     """
+    require_independent(independent, "maj@k")
     ks = _ks(k)
     codes, cnt, acc = _encode(answers, correct)
     n = len(codes)
@@ -242,10 +269,12 @@ def maj_at_k_single(answers: Sequence[Hashable | None], correct: Sequence[float]
 
 
 def maj_at_k(answers: Sequence[Sequence[Hashable | None]], correct: Sequence[Sequence[float]], k, *,
-             method: str = "auto", mc_subsets: int = DEFAULT_MC_SUBSETS, seed: int = 0) -> np.ndarray:
+             method: str = "auto", mc_subsets: int = DEFAULT_MC_SUBSETS, seed: int = 0,
+             independent: bool = True) -> np.ndarray:
     """maj@k for P problems: answers[p] and correct[p] are the pool of problem p (lengths may
     differ; every k must fit the smallest pool). Returns (P, K). Monte Carlo problems use
-    seed + p."""
+    seed + p. independent=False raises DependentSamplesError."""
+    require_independent(independent, "maj@k")
     ks = _ks(k)
     if len(answers) != len(correct):
         raise ValueError(f"{len(answers)} answer pools but {len(correct)} correctness pools")

@@ -47,6 +47,8 @@ class _FastDecode:
     @staticmethod
     def supports(model) -> bool:
         cfg = model.config
+        if getattr(model, "bridge", None) is not None:
+            return False  # a Bridge (spiral_bench.bridge) runs in the layers' forward hooks
         if any(any(getattr(m, "use_dora", {}).values()) for m in model.modules()
                if hasattr(m, "base_layer")):
             return False  # DoRA rescales columns: not a plain W + BA

@@ -1,9 +1,10 @@
 """Load any causal LM + tokenizer by path or hub id, and build the offline `tiny` preset family.
 
 - `load_model(name_or_path, dtype="float32", device="cpu")` -> (model, tokenizer) with the
-  transformers Auto classes; `name_or_path` may also be a tiny preset name (`tiny`, `tiny-1m`,
-  `tiny-5m`, `tiny-20m`), which is built once and cached on disk (see `resolve_model`), so the
-  tiny model and a real model go through exactly the same loading code.
+  transformers Auto classes (plus the Bridge of a checkpoint saved with one: spiral_bench.bridge);
+  `name_or_path` may also be a tiny preset name (`tiny`, `tiny-1m`, `tiny-5m`, `tiny-20m`), which
+  is built once and cached on disk (see `resolve_model`), so the tiny model and a real model go
+  through exactly the same loading code.
 - `build_tiny(name, seed)` -> (model, tokenizer): a randomly initialised Qwen3 decoder from a
   transformers config (about 1M / 5M / 20M parameters) and a character-level tokenizer built
   with `tokenizers` and wrapped in `PreTrainedTokenizerFast` (left padding, saved with the
@@ -94,10 +95,16 @@ def build_tiny(name: str = "tiny", seed: int = 0):
 
 
 def save(model, tokenizer, directory: str | os.PathLike) -> Path:
-    """save_pretrained both into `directory` (created if needed)."""
+    """save_pretrained both into `directory` (created if needed); a Bridge (spiral_bench.bridge)
+    goes beside the base weights as bridge_config.json + bridge.safetensors."""
+    from .bridge import is_bridged, save_bridge, without_bridge
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
+    with without_bridge(model):
+        model.save_pretrained(directory)
+    if is_bridged(model):
+        save_bridge(model, directory)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -153,6 +160,9 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype = "floa
     if tok.pad_token_id is None:  # many real models ship without one; padding needs it
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    from .bridge import is_bridged, load_bridge
+    if is_bridged(path):  # a Bridge checkpoint: the base weights plus bridge.safetensors
+        load_bridge(model, path)
     return model.to(device).eval(), tok
 
 

@@ -10,9 +10,11 @@ N_max = max(parallel k's if none/majority, aggregate n's, rsa N's), drawn with t
 layer-0 seed (`derive_seed(rseed, "search", 0, problem.id)`, rseed = replicate_seed(seed, r)), so
 its first n traces ARE the search layer of any scaffold run with n <= N_max. Then, without new
 sampling, every k gets pass@k and maj@k from `spiral_bench.estimators` (exact expectation over
-k-subsets of the pool) with compute `compute.expected_subset_compute`; aggregate cells sample only
-their aggregation trace (candidates = the first n pool traces); rsa runs once to the largest T,
-its initial population the first N pool traces, and gives the cells of every T on the way
+k-subsets of the pool) with compute `compute.expected_subset_compute` (independent samples
+only: a backend with `independent_samples = False`, a Bridge model, is refused before
+sampling); aggregate cells sample only their aggregation trace (candidates = the first n pool
+traces); rsa runs once to the largest T, its initial population the first N pool traces, and
+gives the cells of every T on the way
 (family "rsa": population accuracy at step T; "rsa_maj": majority vote of that population).
 Records equal what `scaffolds.aggregate/rsa(..., seed=rseed)` return on a fresh run.
 
@@ -417,6 +419,8 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
     if callable(getattr(backend, "chat_info", None)):  # absent for raw prompts (stores made before resume)
         manifest["prompt_format"] = backend.chat_info()
     check_context(backend, task, problems, grid)
+    independent = bool(getattr(backend, "independent_samples", True))  # False: a Bridge model
+    estimators.require_independent(independent, f"sweep of {method} (one {grid.pool_size}-sample pool)")
     _manifest(out / "manifests" / f"{label}.json", manifest)
     decode = decoder_of(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
@@ -454,9 +458,10 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
             pooled = [c for c in todo if c.family in ("pass@k", "maj@k")]
             if pooled:
                 ks = sorted({c.k for c in pooled})
-                est = {"pass@k": estimators.pass_at_k_pool(rewards, ks) if any(c.family == "pass@k" for c in pooled) else None,
+                est = {"pass@k": estimators.pass_at_k_pool(rewards, ks, independent=independent)
+                                 if any(c.family == "pass@k" for c in pooled) else None,
                        "maj@k": estimators.maj_at_k(keys, rewards, ks, method=grid.maj_method, mc_subsets=grid.mc_subsets,
-                                                    seed=derive_seed(rseed, "maj@k", L) % 2**32)
+                                                    seed=derive_seed(rseed, "maj@k", L) % 2**32, independent=independent)
                        if any(c.family == "maj@k" for c in pooled) else None}
                 for c in pooled:
                     comp = [expected_subset_compute(s[0].prompt_tokens, [x.completion_tokens for x in s], c.k, L, info)

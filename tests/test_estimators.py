@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from spiral_bench import estimators as est
-from spiral_bench.estimators import (maj_at_k, maj_at_k_single, pass_at_k, pass_at_k_pool,
-                                     rsa_population_accuracy)
+from spiral_bench.estimators import (DependentSamplesError, maj_at_k, maj_at_k_single, pass_at_k,
+                                     pass_at_k_pool, rsa_population_accuracy)
 
 
 def brute_pass(r, k):
@@ -155,3 +155,15 @@ def test_rsa_population_accuracy():
     np.testing.assert_allclose(rsa_population_accuracy(c, per_problem=True), [[0, 0.5, 0], [0, 0, 1]])
     with pytest.raises(ValueError):
         rsa_population_accuracy(np.ones((2, 3)))
+
+
+def test_pooled_estimators_refuse_non_independent_pools():
+    r = np.array([[1.0, 0.0, 1.0, 0.0]])
+    keys = [["7", "3", "7", None]]
+    for call in (lambda ind: pass_at_k(4, 2, 2, independent=ind),
+                 lambda ind: pass_at_k_pool(r, [1, 2], independent=ind),
+                 lambda ind: maj_at_k(keys, r, [1, 3], independent=ind),
+                 lambda ind: maj_at_k_single(keys[0], r[0], 3, independent=ind)):
+        assert np.all(np.isfinite(call(True)))
+        with pytest.raises(DependentSamplesError, match="generated jointly"):
+            call(False)

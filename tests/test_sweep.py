@@ -273,3 +273,14 @@ def test_prefix_mode_is_part_of_the_manifest(pooled_full):
     task, probs, be = make()                                      # not prefix-consistent
     with pytest.raises(ValueError, match="prefix_pool"):
         run_sweep(be, task, probs, "smoke", "m1", out, seed=4, progress=False)
+
+
+def test_non_independent_backend_is_refused_before_sampling(tmp_path):
+    from spiral_bench.estimators import DependentSamplesError
+    task, problems, backend = make()
+    backend.independent_samples = False       # e.g. the hf backend on a Bridge model
+    with pytest.raises(DependentSamplesError, match="generated jointly"):
+        run_sweep(backend, task, problems, "smoke", "bridge", tmp_path, progress=False)
+    assert backend.calls == [] and not (tmp_path / "manifests").exists()
+    backend.independent_samples = True
+    assert len(run_sweep(backend, task, problems, "smoke", "plain", tmp_path, progress=False)) > 0

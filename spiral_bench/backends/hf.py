@@ -9,6 +9,11 @@ counter-based noise), so results do not depend on batching. Log-probs follow the
 documented in `spiral_bench.sampling` (log_softmax(logits / T) at the chosen token, no top-k/top-p
 renormalisation). `encode(text)` gives a prompt's token ids as the sampler encodes them, and
 `last_prompt_ids` those of the last call's prompts (the vllm backend has both too).
+
+A model with a Bridge (spiral_bench.bridge) is sampled in lockstep by
+`spiral_bench.bridge_decode.BridgeSampler`: a request's n samples are generated together and
+depend on each other, so the backend then says `independent_samples = False` (pooled n-choose-k
+estimators refuse its pools, spiral_bench.estimators); otherwise `independent_samples = True`.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from ..bridge import is_bridged
 from ..models import load_model, model_info, to_dtype
 from ..sampling import Sampler
 from .base import Request, Sample, SamplingConfig
@@ -37,7 +43,13 @@ class HFBackend:
         if device is not None:
             model = model.to(device)
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.sampler = Sampler(model, tokenizer)
+        if is_bridged(model):
+            from ..bridge_decode import BridgeSampler
+            self.sampler = BridgeSampler(model, tokenizer)
+            self.independent_samples = False
+        else:
+            self.sampler = Sampler(model, tokenizer)
+            self.independent_samples = True
         self.last_prompt_ids: list[list[int]] = []  # the prompt ids of the last generate call
 
     def encode(self, text: str) -> list[int]:

