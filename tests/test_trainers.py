@@ -86,6 +86,14 @@ LAUNCHER = textwrap.dedent("""
             return float("7" in completion)
 
     register("toy7")(Toy7)
+    if len(sys.argv) > 4:  # stop (exit 3) right after the checkpoint of step argv[4] is written
+        from spiral_bench.trainers import loop
+        real = loop.Run.save_checkpoint
+        def save_and_stop(self):
+            real(self)
+            if self.step == int(sys.argv[4]):
+                raise SystemExit(3)
+        loop.Run.save_checkpoint = save_and_stop
     train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """)
 
@@ -401,6 +409,13 @@ def test_resume_after_kill9_gives_identical_weights(tmp_path):
     assert [r["loss"] for r in loop.read_metrics(ref)] == [r["loss"] for r in loop.read_metrics(run)]
 
 
+def torchrun(script: Path, cfg: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 script cfg out 0 [extra]` on 2 CPU processes (gloo)."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), json.dumps(cfg), str(out), "0", *extra], env=_env(),
+                          capture_output=True, text=True)
+
+
 def train_one_and_two_processes(tmp_path: Path, cfg: dict) -> tuple[list, list]:
     """Train `cfg` in one process into tmp_path/one and under torchrun with 2 CPU processes into
     tmp_path/two; returns both runs' metrics rows."""
@@ -408,9 +423,7 @@ def train_one_and_two_processes(tmp_path: Path, cfg: dict) -> tuple[list, list]:
     script.write_text(LAUNCHER.format(tests=str(TESTS)))
     subprocess.run([sys.executable, str(script), json.dumps(cfg), str(tmp_path / "one"), "0"], check=True,
                    env=_env(), capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), json.dumps(cfg), str(tmp_path / "two"), "0"], env=_env(),
-                         capture_output=True, text=True)
+    two = torchrun(script, cfg, tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]
     return loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
 
@@ -427,6 +440,60 @@ def test_torchrun_two_processes_match_one(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
     assert any(abs(r["loss"]) > 1e-3 for r in r1)
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy,method", [("ddp", "grpo"), ("ddp", "spiral"), ("fsdp", "grpo"), ("fsdp", "spiral")])
+def test_torchrun_ddp_lora_and_fsdp_full_weights_match_one_process(tmp_path, strategy, method):
+    """DDP (LoRA adapters) and FSDP2 (full fine-tuning, fully_shard per decoder layer) on 2 gloo
+    processes end 3 steps with the weights of one process within 1e-4. Micro-batches of 3 traces:
+    the ranks hold different numbers of them, so the zero-loss padding passes run too."""
+    extra = {"lora": {"r": 4}, "lr": 1e-2} if strategy == "ddp" else {}
+    cfg = {**BASE, "method": method, "steps": 3, "prompts_per_step": 4, "micro_batch_size": 3,
+           "checkpoint_every": 3, "distributed": strategy, **extra}
+    r1, r2 = train_one_and_two_processes(tmp_path, cfg)
+    assert len(r1) == len(r2) == 3
+    for a, b in zip(r1, r2):
+        assert a["generated_tokens"] == b["generated_tokens"] and a["n_loss_traces"] == b["n_loss_traces"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-4) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    diff = max_weight_difference(tmp_path / "one" / "final", tmp_path / "two" / "final")
+    print(f"{strategy} {method}: max |w(1 proc) - w(2 procs)| = {diff:.3g}")
+    assert diff < 1e-4
+    from spiral_bench.models import resolve_model
+    init = load_file(str(Path(resolve_model("tiny-1m")) / "model.safetensors"))
+    w = weights(tmp_path / "two" / "final")
+    assert max(float((w[k] - init[k]).abs().max()) for k in w) > 1e-3  # the steps moved the weights
+    state = torch.load(tmp_path / "two" / "checkpoint" / "trainer_state.pt", weights_only=False)
+    keys = set(state["optimizer"]["state"])
+    assert all(isinstance(k, str) for k in keys) if strategy == "fsdp" else all(isinstance(k, int) for k in keys)
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_resume_continues_identically(tmp_path):
+    """An FSDP2 run stopped after its step-2 checkpoint (full weights and optimizer state gathered to
+    rank 0) and started again ends with the weights and losses of an uninterrupted FSDP2 run."""
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    cfg = {**BASE, "method": "grpo", "steps": 4, "prompts_per_step": 4, "micro_batch_size": 3,
+           "checkpoint_every": 2, "distributed": "fsdp"}
+    ref = torchrun(script, cfg, tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    stopped = torchrun(script, cfg, tmp_path / "run", "2")
+    assert stopped.returncode != 0 and not (tmp_path / "run" / "final").exists()
+    assert len(loop.read_metrics(tmp_path / "run")) == 2
+    done = torchrun(script, cfg, tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming from step 2" in done.stdout
+    a, b = weights(tmp_path / "ref" / "final"), weights(tmp_path / "run" / "final")
+    print("fsdp resume: max |w(uninterrupted) - w(resumed)| =", max(float((a[k] - b[k]).abs().max()) for k in a))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in loop.read_metrics(tmp_path / "ref")] == [r["loss"] for r in loop.read_metrics(tmp_path / "run")]
 
 
 # ------------------------------------------------------------------------------------- pairing
