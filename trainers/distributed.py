@@ -26,8 +26,8 @@ Every rank runs the same number of forward/backward passes (`n_passes`: the larg
 a rank with fewer runs zero-loss passes on one token), since FSDP all-gathers in every forward and
 DDP reduces in the last backward. `bf16` is mixed precision over float32 weights (FSDP2's
 MixedPrecisionPolicy, bf16 compute and float32 gradient reduction; torch.autocast otherwise);
-`gradient_checkpointing` is transformers' `gradient_checkpointing_enable` (non-reentrant,
-which also works under DDP and FSDP2).
+`gradient_checkpointing` is transformers' activation checkpointing of every decoder layer
+(non-reentrant, which also works under DDP and FSDP2).
 
 Checkpoints: `full_state_dict` / `optimizer_state_dict` gather full tensors to rank 0
 (torch.distributed.checkpoint.state_dict with full_state_dict=True, cpu_offload=True); under FSDP
@@ -95,6 +95,16 @@ def resolve_strategy(strategy: str, lora_r: int, world: int) -> str:
     return strategy
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """transformers' activation checkpointing on every decoder layer, non-reentrant (the variant that
+    works under DDP and FSDP2); `activation_checkpointing_enable` from transformers 5.24 on, the
+    older name `gradient_checkpointing_enable` before."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 # ------------------------------------------------------------------------ the wrapped policy
 class Parallel:
     """The policy as trained (`train_model`: DDP / FSDP2 / plain) and as read by samplers and saves
@@ -107,8 +117,7 @@ class Parallel:
         self.world, self.device, self.bf16 = world, device, bf16
         self.module = model
         if gradient_checkpointing:
-            lora.sampling_model(model).gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_gradient_checkpointing(lora.sampling_model(model))
         self.plain, self.train_model = model, model
         if self.kind == "ddp":
             from torch.nn.parallel import DistributedDataParallel

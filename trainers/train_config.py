@@ -124,7 +124,7 @@ class TrainConfig:
                                     "(FSDP2 MixedPrecisionPolicy with float32 gradient reduction; torch.autocast "
                                     "otherwise); needs dtype float32. Runs on CPU too (slowly: for tests)")
     gradient_checkpointing: bool = option(False, help="recompute each decoder layer's activations in the backward "
-                                                      "(transformers gradient_checkpointing_enable, non-reentrant): "
+                                                      "(transformers activation checkpointing, non-reentrant): "
                                                       "less memory, about one more forward; same gradients")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
