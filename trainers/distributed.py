@@ -190,9 +190,16 @@ class Parallel:
                                                                                    cpu_offload=True))
 
     def load_optimizer_state(self, opt, state: dict) -> None:
-        """Load what `optimizer_state_dict` wrote (every rank holds the full dict read from disk)."""
+        """Load what `optimizer_state_dict` wrote (every rank holds the full dict read from disk). A
+        state keyed by position (one process, DDP) is renamed for FSDP, one keyed by name (FSDP) is
+        loaded into a plain model: a checkpoint resumes under any strategy."""
         keyed_by_name = any(isinstance(k, str) for k in state.get("state", {}))
-        if self.kind == "fsdp" or keyed_by_name:
+        if self.kind == "fsdp" and not keyed_by_name and state.get("state"):
+            names = [n for n, p in self.module.named_parameters() if p.requires_grad]  # the optimizer's order
+            state = {"state": {names[i]: v for i, v in state["state"].items()},
+                     "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+            keyed_by_name = True
+        if keyed_by_name:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
             set_optimizer_state_dict(self.module, opt, state, options=StateDictOptions(full_state_dict=True))
         else:
