@@ -167,8 +167,10 @@ RULES = [
          expect=r"report: \S+report\.html",
          vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32",
                                                "--max-model-len", "2048")),
-    Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU run of the same entry point is "
-         "tests/test_trainers.py (slow)", run=False),
+    Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU runs of the same entry point (DDP with "
+         "LoRA, FSDP2 with full fine-tuning) are tests/test_distributed.py (slow)", run=False),
+    Rule(r"^torchrun --nnodes=2 ", "2 nodes of 8 GPUs; multi-node is not tested here, one node's 2 CPU processes "
+         "are (tests/test_distributed.py, slow)", run=False),
     Rule(r"^export SPIRAL_BENCH_DATA=", "the data folder: the committed excerpts here",
          edits=((r"=.*$", "={data}"),)),
     Rule(r"^lm-eval run --model hf --model_args pretrained=" + HUB_MODEL, "CPU variant: the tiny model, 2 "

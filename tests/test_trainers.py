@@ -86,6 +86,14 @@ LAUNCHER = textwrap.dedent("""
             return float("7" in completion)
 
     register("toy7")(Toy7)
+    if len(sys.argv) > 4:  # stop (exit 3) right after the checkpoint of step argv[4] is written
+        from spiral_bench.trainers import loop
+        real = loop.Run.save_checkpoint
+        def save_and_stop(self):
+            real(self)
+            if self.step == int(sys.argv[4]):
+                raise SystemExit(3)
+        loop.Run.save_checkpoint = save_and_stop
     train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """)
 
@@ -401,6 +409,13 @@ def test_resume_after_kill9_gives_identical_weights(tmp_path):
     assert [r["loss"] for r in loop.read_metrics(ref)] == [r["loss"] for r in loop.read_metrics(run)]
 
 
+def torchrun(script: Path, cfg: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node=2 script cfg out 0 [extra]` on 2 CPU processes (gloo)."""
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), json.dumps(cfg), str(out), "0", *extra], env=_env(),
+                          capture_output=True, text=True)
+
+
 def train_one_and_two_processes(tmp_path: Path, cfg: dict) -> tuple[list, list]:
     """Train `cfg` in one process into tmp_path/one and under torchrun with 2 CPU processes into
     tmp_path/two; returns both runs' metrics rows."""
@@ -408,9 +423,7 @@ def train_one_and_two_processes(tmp_path: Path, cfg: dict) -> tuple[list, list]:
     script.write_text(LAUNCHER.format(tests=str(TESTS)))
     subprocess.run([sys.executable, str(script), json.dumps(cfg), str(tmp_path / "one"), "0"], check=True,
                    env=_env(), capture_output=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(script), json.dumps(cfg), str(tmp_path / "two"), "0"], env=_env(),
-                         capture_output=True, text=True)
+    two = torchrun(script, cfg, tmp_path / "two")
     assert two.returncode == 0, two.stderr[-3000:]
     return loop.read_metrics(tmp_path / "one"), loop.read_metrics(tmp_path / "two")
 

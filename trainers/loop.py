@@ -25,9 +25,10 @@ One step s:
    Micro-batches and ranks add up to the full-batch loss: each chunk's loss is scaled so that
    sum over chunks = the loss of the whole global batch (dapo: num_items = global completion
    tokens; grpo / dr_grpo: chunk loss x chunk rows / global rows); gradients are summed over
-   ranks with all_reduce, so 1 process and W processes take the same step.
+   ranks (DDP or FSDP2, trainers/distributed.py), so 1 process and W processes take the same step.
 Data parallel: launched by torchrun (WORLD_SIZE > 1) the loop initialises torch.distributed (gloo
-on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; only rank 0
+on CPU, nccl on GPU); rank r rolls out prompts j of each round with j % W == r; the policy is
+trained under DDP (LoRA) or FSDP2 (full fine-tuning), see trainers/distributed.py; only rank 0
 writes files.
 
 Run folder: config.yaml, metrics.jsonl (one row per step: `METRIC_FIELDS`, then the method's), checkpoint/
@@ -56,7 +57,7 @@ import yaml
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
 from spiral_bench.fileio import read_jsonl, swap_dir, write_atomic
-from spiral_bench.trainers import lora, rl_core, update
+from spiral_bench.trainers import distributed, lora, rl_core, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
@@ -104,35 +105,8 @@ class PromptRollout:
         return any(t.keep and t.advantage != 0.0 for t in self.traces)
 
 
-# ------------------------------------------------------------------------ distributed helpers
-def _dist():
-    import torch.distributed as dist
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    dist = _dist()
-    if dist is not None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return t
-
-
-def _barrier():
-    if _dist() is not None:
-        _dist().barrier()
-
-
-def init_distributed(device: str) -> tuple[int, int, str]:
-    """(rank, world, device): init torch.distributed under torchrun (gloo on CPU, nccl on GPU)."""
-    import torch.distributed as dist
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    if device.startswith("cuda") and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-        torch.cuda.set_device(device)
-    return rank, world, device
+_all_reduce, _barrier = distributed.all_reduce, distributed.barrier
+init_distributed = distributed.init_distributed
 
 
 # ------------------------------------------------------------------------ files
@@ -197,7 +171,9 @@ class Run:
         self.ref_model = None
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
-        self.sampler = Sampler(lora.sampling_model(self.model), self.tok)
+        self.par = distributed.Parallel(self.model, cfg.distributed, cfg.lora.r, self.world, self.device, cfg.bf16,
+                                        cfg.gradient_checkpointing)
+        self.sampler = Sampler(lora.sampling_model(self.par.plain), self.tok)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
@@ -206,7 +182,7 @@ class Run:
                                    num_training_steps=cfg.steps)
         self.step, self.cursor, self.total_generated, self.elapsed = 0, 0, 0, 0.0
         if state:
-            self.opt.load_state_dict(state["optimizer"])
+            self.par.load_optimizer_state(self.opt, state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.step, self.cursor = state["step"], state["cursor"]
             self.total_generated, self.elapsed = state["total_generated"], state["elapsed"]
@@ -296,40 +272,42 @@ class Run:
         self.model.train()
         loss_sum = 0.0
         ratio_dev = torch.zeros(1, dtype=torch.float64)
-        for units in update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size):
-            chunk = [t for u in units for t in u]
-            batch = rl_core.build_rollout_batch(
-                [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
-                [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
-                [t.role for t in chunk]).to(self.device)
-            lp = update.teacher_forced(self.model, units, batch, self.pack, self.tok.pad_token_id, cfg.temperature)
-            ref = None
-            if self.ref_model is not None:
-                with torch.no_grad():
-                    ref = update.teacher_forced(self.ref_model, units, batch, self.pack, self.tok.pad_token_id,
-                                                cfg.temperature)
-            loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
-                                           ref, lc, num_items=N)
-            if lc.loss_agg != "dapo":
-                loss = loss * (len(chunk) / B)
-            loss.backward()
+        batches = update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size,
+                                         cfg.max_tokens_per_microbatch)
+        n = self.par.n_passes(len(batches))  # equal on every rank (distributed.py)
+        for i, units in enumerate(batches + [None] * (n - len(batches))):
+            with self.par.pass_context(last=i == n - 1):
+                if units is None:
+                    self.par.dummy_pass()
+                    continue
+                chunk = [t for u in units for t in u]
+                batch = rl_core.build_rollout_batch(
+                    [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
+                    [t.sample.logprobs for t in chunk], [t.reward for t in chunk], [t.advantage for t in chunk],
+                    [t.role for t in chunk]).to(self.device)
+                lp = update.teacher_forced(self.par.train_model, units, batch, self.pack, self.tok.pad_token_id,
+                                           cfg.temperature).float()
+                ref = None
+                if self.ref_model is not None:
+                    with torch.no_grad():
+                        ref = update.teacher_forced(self.ref_model, units, batch, self.pack, self.tok.pad_token_id,
+                                                    cfg.temperature)
+                loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
+                                               ref, lc, num_items=N)
+                if lc.loss_agg != "dapo":
+                    loss = loss * (len(chunk) / B)
+                (loss * self.par.loss_scale).backward()
             loss_sum += float(loss.detach())
             m = batch.completion_mask.bool()
             dev = (torch.exp(lp.detach() - batch.old_logprobs) - 1).abs()[m]
             if dev.numel():
                 ratio_dev = torch.maximum(ratio_dev, dev.max().double().cpu().view(1))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            flat = _all_reduce(torch.cat([g.flatten() for g in grads]))
-            o = 0
-            for p, g in zip(params, grads):
-                p.grad = flat[o:o + g.numel()].view_as(g).clone()
-                o += g.numel()
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        norm = self.par.clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         lr = self.sched.get_last_lr()[0]
         if B > 0:  # no trace in the loss anywhere (e.g. all dropped): no optimizer step
             self.opt.step()
+            self.par.after_step()
         with warnings.catch_warnings():  # the schedule counts steps, with or without an optimizer step
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             self.sched.step()
@@ -387,14 +365,15 @@ class Run:
     # --- files --------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         from spiral_bench.models import save
+        opt_state = self.par.optimizer_state_dict(self.opt)  # FSDP: gathered to rank 0 (every rank calls)
         if self.is_main:
             tmp = Path(tempfile.mkdtemp(prefix=".checkpoint-", dir=self.out))
             if self.cfg.lora.r:  # the adapters only: the frozen weights are the starting checkpoint's
-                lora.save_adapter(self.model, tmp)
+                lora.save_adapter(self.par.plain, tmp)
                 self.tok.save_pretrained(tmp)
             else:
-                save(self.model, self.tok, tmp)
-            torch.save({"step": self.step, "cursor": self.cursor, "optimizer": self.opt.state_dict(),
+                save(self.par.plain, self.tok, tmp)
+            torch.save({"step": self.step, "cursor": self.cursor, "optimizer": opt_state,
                         "scheduler": self.sched.state_dict(), "total_generated": self.total_generated,
                         "elapsed": self.elapsed,
                         "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}},
@@ -407,7 +386,7 @@ class Run:
         if self.is_main:
             tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=self.out))
             # LoRA: W + (alpha / r) B A merged into a plain model (training is over)
-            save(self.model.merge_and_unload() if self.cfg.lora.r else self.model, self.tok, tmp)
+            save(self.par.plain.merge_and_unload() if self.cfg.lora.r else self.par.plain, self.tok, tmp)
             swap_dir(tmp, self.out / "final")
         _barrier()
         return self.out / "final"

@@ -377,7 +377,7 @@ def packed_logprobs(model: torch.nn.Module, packs: Sequence[tuple[Sequence[int],
     q = torch.arange(T)
     allowed = ((q[None, :] <= q[:, None])[None] & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
                & (seg >= 0)[:, None, :]) | torch.eye(T, dtype=torch.bool)[None]               # [R, T, T]
-    masks = _bool_mask_dict(model, allowed[:, None].to(dev))
+    masks = _bool_mask_dict(getattr(model, "module", model), allowed[:, None].to(dev))  # DDP: its module
     if masks is None:
         raise ValueError("packed_logprobs needs a model with 'sdpa' or 'eager' attention and full-attention layers")
     logits = model(input_ids=ids.to(dev), attention_mask=masks, position_ids=pos.to(dev), use_cache=False).logits

@@ -111,12 +111,33 @@ class TrainConfig:
                                                    "tokens; 0 = one row per trace. Same log-probs, less work for short "
                                                    "traces; long traces (> this) get a row each")
     micro_batch_size: int = option(64, min=0, help="traces per forward/backward (0 = all at once)")
+    max_tokens_per_microbatch: int = option(0, min=0, help="update pass: at most this many tokens, padding "
+                                                           "included (rows x width), per forward/backward on top of "
+                                                           "micro_batch_size; a longer single row gets a pass of its "
+                                                           "own (0 = no token limit)")
+    distributed: str = option("auto", choices=("auto", "ddp", "fsdp"),
+                              help="under torchrun (WORLD_SIZE > 1): ddp = DistributedDataParallel (replicated weights), "
+                                   "fsdp = FSDP2 fully_shard per decoder layer (weights, gradients and optimizer state "
+                                   "sharded; full fine-tuning only, lora.r = 0); auto = ddp with LoRA, fsdp without. "
+                                   "Ignored in one process (trainers/distributed.py)")
+    bf16: bool = option(False, help="bf16 mixed precision: float32 weights and optimizer, bf16 forward/backward "
+                                    "(FSDP2 MixedPrecisionPolicy with float32 gradient reduction; torch.autocast "
+                                    "otherwise); needs dtype float32. Runs on CPU too (slowly: for tests)")
+    gradient_checkpointing: bool = option(False, help="recompute each decoder layer's activations in the backward "
+                                                      "(transformers activation checkpointing, non-reentrant): "
+                                                      "less memory, about one more forward; same gradients")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
 
     def validate(self) -> None:
         if len(self.betas) != 2:
             raise ConfigError(f"betas: {list(self.betas)} must be two numbers")
+        if self.distributed == "fsdp" and self.lora.r:
+            raise ConfigError("distributed: fsdp shards full fine-tuning (lora.r = 0); with LoRA (lora.r = "
+                              f"{self.lora.r}) the adapters are small and the frozen base is shared: use ddp or auto")
+        if self.bf16 and self.dtype != "float32":
+            raise ConfigError(f"bf16: mixed precision keeps float32 weights and needs dtype float32, not {self.dtype!r} "
+                              "(dtype bfloat16 trains bf16 weights without float32 master copies)")
         if self.method == "spiral":
             import math
             if self.subset_size > self.n1:
@@ -129,10 +150,14 @@ class TrainConfig:
                                   f"< {self.n1})")
 
     def omitted_keys(self) -> tuple[str, ...]:
-        """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
-        by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
-        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
-                     if self.method != k and getattr(self, k) == cls())
+        """Keys left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
+        by the method, and the parallelism knobs at their defaults (so runs keep the hashes and
+        folders they had before these existed)."""
+        unused = tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
+                       if self.method != k and getattr(self, k) == cls())
+        # the parallelism knobs at their defaults: the maths do not depend on them (hashes unchanged)
+        return unused + tuple(k for k, v in (("distributed", "auto"), ("bf16", False), ("gradient_checkpointing", False),
+                                             ("max_tokens_per_microbatch", 0)) if getattr(self, k) == v)
 
     @property
     def spiral_L(self) -> int:

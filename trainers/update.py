@@ -1,11 +1,13 @@
 """The update pass's batching: which traces share a teacher-forced forward, and their log-probs.
 
-- `forward_batches(traces, pack, pack_max_tokens, micro_batch_size)`: lists of *units* per forward.
-  A unit is the traces that share one copy of their prompt: with packing, consecutive completions
-  (shortest first) of one prompt and role while prompt + completions <= pack_max_tokens; without,
-  one trace. A batch holds one role and at most micro_batch_size traces (0 = no limit) and is cut
-  into length buckets (rl_core.length_buckets: row lengths when packed, prompt / completion widths
-  otherwise).
+- `forward_batches(traces, pack, pack_max_tokens, micro_batch_size, max_tokens=0)`: lists of *units*
+  per forward. A unit is the traces that share one copy of their prompt: with packing, consecutive
+  completions (shortest first) of one prompt and role while prompt + completions <= pack_max_tokens;
+  without, one trace. A batch holds one role, at most micro_batch_size traces (0 = no limit) and,
+  with max_tokens > 0, at most max_tokens padded tokens, `padded_tokens(units, pack)` = rows x width
+  (width: the longest row when packed, max prompt + max completion otherwise; a single unit over
+  the budget gets a batch of its own); it is then cut into length buckets (rl_core.length_buckets:
+  row lengths when packed, prompt / completion widths otherwise), which only lowers that count.
 - `teacher_forced(model, units, batch, pack, pad_id, temperature)`: log-probs [B, P + C] in the
   RolloutBatch layout of the units' traces (rl_core.packed_logprobs when some unit holds several
   traces, else rl_core.per_token_logprobs, e.g. for long traces that each fill a row). The loss is
@@ -20,7 +22,17 @@ import torch
 from spiral_bench.trainers import rl_core
 
 
-def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_size: int) -> list[list[list]]:
+def padded_tokens(units: list[list], pack: bool) -> int:
+    """Tokens (padding included) of one forward over `units`: rows x width."""
+    if not units:
+        return 0
+    if pack:
+        return len(units) * max(len(u[0].prompt_ids) + sum(t.sample.completion_tokens for t in u) for u in units)
+    return len(units) * (max(len(u[0].prompt_ids) for u in units) + max(u[0].sample.completion_tokens for u in units))
+
+
+def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_size: int,
+                    max_tokens: int = 0) -> list[list[list]]:
     groups: dict[tuple, list] = {}
     for t in traces:
         groups.setdefault((t.role, tuple(t.prompt_ids)), []).append(t)
@@ -43,7 +55,8 @@ def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_
     mb = micro_batch_size or max(1, len(traces))
     batches, cur = [], []
     for u in units:
-        if cur and (sum(map(len, cur)) + len(u) > mb or cur[0][0].role != u[0].role):
+        if cur and (sum(map(len, cur)) + len(u) > mb or cur[0][0].role != u[0].role
+                    or (max_tokens and padded_tokens(cur + [u], pack) > max_tokens)):
             batches.append(cur)
             cur = []
         cur.append(u)
