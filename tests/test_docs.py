@@ -167,6 +167,15 @@ RULES = [
          expect=r"report: \S+report\.html",
          vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32",
                                                "--max-model-len", "2048")),
+    Rule(r"^vllm serve ", "a server on GPUs; tests/test_openai_server.py (-m vllm) starts vLLM's OpenAI server "
+         "on the tiny model (python -m vllm.entrypoints.openai.api_server: `vllm serve` fails in the vllm-cpu "
+         "build, whose distribution is not named vllm)", run=False),
+    Rule(r"^spiral-bench (eval|sample) .*--backend openai", "needs a served model: tests/test_openai_server.py "
+         "(-m vllm) runs it against a vLLM OpenAI server on the tiny model, smoke grid", run=False,
+         edits=((r"--checkpoint \S+", "--checkpoint {tiny}"), (r"--model \S+", "--model {tiny}"),
+                (r"--base-url \S+", "--base-url {base_url}"), (r"--budget-grid paper", "--budget-grid smoke"),
+                (r"--max-new-tokens \d+", "--max-new-tokens 16")),
+         append=("--bootstrap", "200"), expect=r"wrote .*analysis\.json|mean reward"),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU run of the same entry point is "
          "tests/test_trainers.py (slow)", run=False),
     Rule(r"^export SPIRAL_BENCH_DATA=", "the data folder: the committed excerpts here",

@@ -44,8 +44,8 @@ import dataclasses
 import math
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..config import ConfigError, build, option, parse_override
 from .base import Request, Sample, SamplingConfig, sample_seed
@@ -263,9 +263,13 @@ class OpenAIBackend:
                 for f, (i, j) in futs.items():
                     out[i][j] = f.result()[0]
                     bar.update(1)
-            except BaseException:
+            except BaseException as e:
                 for f in futs:
                     f.cancel()
+                if isinstance(e, self._openai.APIError):
+                    raise RuntimeError(f"openai backend: a request to {self.base_url} failed after "
+                                       f"{self.options.max_retries} retries ({type(e).__name__}: {e}); the cells "
+                                       f"finished so far are saved: the same command resumes") from e
                 raise
         self.last_prompt_ids = [ids[r.prompt] for r in requests] if ids else []
         return out  # type: ignore[return-value]
