@@ -205,3 +205,23 @@ def test_sampled_logprobs_are_finite_and_seeds_reproduce(backends, prompts):
     print(f"\nseeded samples equal to the vllm backend's: {same}/{len(pairs)}; max |log-prob diff| {worst:.1e}")
     assert same == len(pairs) and worst <= LP_TOL
     assert [x.text for x, _ in pairs] == [y.text for _, y in pairs]
+
+
+def test_text_prompts_without_a_tokenizer(backends, server, prompts):
+    """`tokenizer: none`: prompts go as text and the server tokenizes them (the character tokenizer
+    adds no special tokens, so the server sees the same ids); token ids and log-probs still come
+    from the server, no context check (it needs a local tokenizer)."""
+    o, _ = backends
+    url, path, _ = server
+    t = OpenAIBackend(path, OpenAIOptions(base_url=url, tokenizer="none"))
+    try:
+        info = t.engine_info()
+        assert (info["prompts"], info["token_ids"], info["logprobs"]) == ("text", "server", "server")
+        assert t.tokenizer is None and t.max_model_len is None
+        sc = SamplingConfig(temperature=0.0, max_new_tokens=24)
+        a, b = t.generate(_reqs(prompts, 1), sc), o.generate(_reqs(prompts, 1), sc)
+        assert [x[0].token_ids for x in a] == [y[0].token_ids for y in b]
+        assert [x[0].prompt_tokens for x in a] == [y[0].prompt_tokens for y in b]
+        assert t.last_prompt_ids == []
+    finally:
+        t.close()
