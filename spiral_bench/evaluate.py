@@ -351,9 +351,10 @@ def engine_options(**opts):
 
 
 def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str = "hf",
-                 chat_template: str | None = None, system_prompt: str | None = None, vllm=None):
-    """The generation backend for a checkpoint (`backends.factory.get_backend`): "hf" (default) or
-    "vllm" (its own environment; vllm picks the device itself; `vllm` is a `VLLMOptions`), with its
+                 chat_template: str | None = None, system_prompt: str | None = None, vllm=None, openai=None):
+    """The generation backend for a checkpoint (`backends.factory.get_backend`): "hf" (default),
+    "vllm" (its own environment; vllm picks the device itself; `vllm` is a `VLLMOptions`) or
+    "openai" (an OpenAI-compatible server serving `path`; `openai` is an `OpenAIOptions`), with its
     prompts rendered through the model's chat template (`chat.with_chat`; chat_template "auto"
     (default), "none" or a template file, and an optional system prompt).
 
@@ -369,6 +370,8 @@ def make_backend(path, device: str = "cpu", dtype: str = "float32", backend: str
     system_prompt = system_prompt if system_prompt is not None else d.get("system_prompt")
     if backend == "vllm":
         engine = get_backend("vllm", str(path), dtype=dtype, options=vllm or d.get("vllm"))
+    elif backend == "openai":
+        engine = get_backend("openai", str(path), options=openai or d.get("openai"))
     else:
         engine = get_backend(backend, str(path), device=device, dtype=dtype)
     try:
@@ -416,7 +419,7 @@ def evaluate(checkpoints: dict, task, grid, out_dir, seed: int = 0, device: str 
 
     task: a Task or a registered name; grid: a BudgetGrid, preset name or YAML path;
     baseline_label: default the last label when there are two or more (none with one label);
-    engine_opts: chat_template, system_prompt, vllm (`make_backend`), one engine per checkpoint,
+    engine_opts: chat_template, system_prompt, vllm, openai (`make_backend`), one engine per checkpoint,
     each shut down before the next starts.
     Returns the analysis dict.
     """

