@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
         print(f"trained {name}: {dt:.0f} s, logged generated tokens/prompt {tpp:.0f}, training search_acc "
               f"step1 {acc[0]:.3f} min(2..) {train_info[name]['acc_min']:.3f} last {acc[-1]:.3f}", flush=True)
     edges_file = f"{a.out}/grsp/grsp_edges.json"
-    edges = json.load(open(edges_file))["edges"] if os.path.isfile(edges_file) else grsp.quantile_edges(
+    edges = json.loads(Path(edges_file).read_text())["edges"] if os.path.isfile(edges_file) else grsp.quantile_edges(
         [x for per in res["base"]["segs"] for s in per for x in s], gcfg.num_clusters)
     print(f"\ncluster edges (tokens, from the GRSP run's first step): {[round(e, 2) for e in edges]}")
     print("\nper policy at L_max: acc | tokens/correct | segments/response | mean segment len | "

@@ -100,3 +100,42 @@ def test_report_view_fills_the_sample_based_grsp_rows():
     assert tok["verdict"] == "supported"            # CI below 0 and reaching -7.9
     assert seg["measured"] == pytest.approx(-5.0) and seg["verdict"] == "not supported"   # CI above -21
     assert rows["grsp_accuracy_change"]["measured"] == -1.0         # untouched
+
+
+def _pool(d, method, rows):
+    import pandas as pd
+    (d / "work" / method).mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["problem_id", "j", "text", "prompt_tokens", "completion_tokens", "finish_reason",
+                                "key", "reward"]).to_parquet(d / "work" / method / "pool_L24_r0.parquet", index=False)
+
+
+def test_report_view_from_saved_pools(tmp_path):
+    """A run folder with grsp: the view reads the pools (L_max, replicate 0), computes the budgets,
+    segments (with the run's saved edges) and re-check share, and the report shows the section and figure."""
+    import json
+
+    import yaml
+
+    from spiral_bench.report import load_run, write_report
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "run.yaml").write_text(yaml.safe_dump({"method": "grsp", "task": "arithmetic", "bootstrap": 100}))
+    (d / "train" / "grsp").mkdir(parents=True)
+    (d / "train" / "grsp" / "grsp_edges.json").write_text(json.dumps({"edges": [6.5, 7.5]}))
+    long, short = "1+2=3;1+2=3;3*4=12;#12", "1+2=3;3*4=12;#12"          # 22 and 16 characters
+    rows = lambda text, n: [(f"p{p}", j, text, 5, n, "stop", "12", 1.0) for p in range(6) for j in range(2)]  # noqa: E731
+    _pool(d, "grpo", rows(long, 22))
+    _pool(d, "grsp", rows(short, 16))
+    view = SEQ.compute(load_run(d), B=100)
+    assert view["budgets"] == [24] and view["problems"] == 6 and view["edges_source"] == "train/grsp/grsp_edges.json"
+    g, b = view["methods"]["grsp"], view["methods"]["grpo"]
+    assert g["budgets"][0]["tokens_per_correct"] == 16 and b["budgets"][0]["tokens_per_correct"] == 22
+    assert view["comparisons"]["grsp"]["budgets"][0]["tpc_ratio"]["value"] == pytest.approx(16 / 22)
+    assert b["segments"]["segments_per_response"] == 4 and g["segments"]["segments_per_response"] == 3
+    assert b["segments"]["per_cluster"] == [3.0, 1.0, 0.0]            # lengths 6, 6, 3 | 7 | - (edges 6.5, 7.5)
+    assert b["segments"]["recheck_share"] == pytest.approx(1 / 3) and g["segments"]["recheck_share"] == 0.0
+    assert view["comparisons"]["grsp"]["segments_ratio"]["value"] == pytest.approx(0.75)
+    res = write_report([d], tmp_path / "rep")
+    md = res["md"].read_text()
+    assert "### Sequential efficiency" in md and "sequential_efficiency.png" in [p.name for p in res["figures"]]
+    assert "| grsp | 24 | 1.000 | 16.0 |" in md

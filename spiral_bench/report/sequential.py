@@ -161,7 +161,12 @@ def blocks(view: dict) -> list:
                          f"{s['mean_segment_len']:.2f}", " / ".join(f"{v:.2f}" for v in s["per_cluster"]),
                          " / ".join(f"{v:.2f}" for v in s["cluster_share"]),
                          f"{s['recheck_share']:.3f}" if "recheck_share" in s else "n/a"])
-    return [("p", f"From the sweep's saved samples at max tokens {Ls[-1]} ({view['problems']} problems, paired): a "
+    warn = []
+    if view["methods"][base]["segments"].get("recheck_share") == 0.0:
+        warn = [("p", f"{base}'s samples hold no redundant re-check (re-check share 0): a length penalty has little "
+                      f"to remove here, so tokens per correct answer can hardly fall. On arithmetic, the task option "
+                      f"recheck_prob (e.g. 0.3) puts re-checks into the SFT traces.")]
+    return warn + [("p", f"From the sweep's saved samples at max tokens {Ls[-1]} ({view['problems']} problems, paired): a "
                   f"sample cut at a smaller budget b keeps its answer only if it stopped within b tokens. Tokens "
                   f"per correct answer = all generated tokens (cut at b) / correct samples. CIs: 95% percentile, "
                   f"one resampling of problems shared by both methods, against {base}."),
