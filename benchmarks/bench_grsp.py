@@ -119,6 +119,15 @@ def main(argv=None) -> None:
         res[name] = sample(final)
         print(f"trained {name}: {dt:.0f} s, logged generated tokens/prompt {tpp:.0f}, training search_acc "
               f"step1 {acc[0]:.3f} min(2..) {train_info[name]['acc_min']:.3f} last {acc[-1]:.3f}", flush=True)
+        top = eff.budget_table(res[name]["R"], res[name]["N"], budgets)[-1]
+        line = (f"  held-out at L_max: acc {top['accuracy']:.3f}, tokens/correct {top['tokens_per_correct']:.1f}, "
+                f"segments/response {np.mean([len(x) for per in res[name]['segs'] for x in per]):.2f}, "
+                f"re-check share {res[name]['recheck']:.3f}")
+        if name != "grpo" and "grpo" in res:
+            c = eff.compare_budgets((res[name]["R"], res[name]["N"]), (res["grpo"]["R"], res["grpo"]["N"]),
+                                    budgets[-1:], B=a.B)[0]
+            line += f"; vs grpo d_acc {_fmt_ci(c['d_acc_points'], pct=True)} pts, tokens/correct ratio {_fmt_ci(c['tpc_ratio'])}"
+        print(line, flush=True)
     edges_file = f"{a.out}/grsp/grsp_edges.json"
     edges = json.loads(Path(edges_file).read_text())["edges"] if os.path.isfile(edges_file) else grsp.quantile_edges(
         [x for per in res["base"]["segs"] for s in per for x in s], gcfg.num_clusters)
