@@ -40,7 +40,8 @@ def _rsa_matched(comp: dict | None) -> dict | None:
 
 
 def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = None, strict: bool = True) -> list[dict]:
-    """One verdict row per published claim, from an analysis dict.
+    """One verdict row per published claim, from an analysis dict. A claim naming its method pair
+    (`method`, `baseline` in published.yaml, e.g. grsp vs grpo) gets a row only when the run has both.
 
     multiplier_max / pass@k: the "up to" pass@k coverage multiplier of claim_method vs baseline;
     rel_pct_at_max_compute: the relative gap at the largest common compute of the two "all
@@ -60,6 +61,8 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
     for c in claims:
         meth, base = c.get("method") or run_meth, c.get("baseline") or run_base   # the pair this claim compares
         absent = [m for m in (meth, base) if m is not None and m not in methods]
+        if absent and (c.get("method") or c.get("baseline")):
+            continue        # a claim about a method pair this run does not have (GRSP's in a SPIRAL run)
         if absent:
             meth, base = (None if meth in absent else meth), (None if base in absent else base)
         provisional = meth is not None and base is not None and is_provisional(
