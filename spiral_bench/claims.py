@@ -40,7 +40,8 @@ def _rsa_matched(comp: dict | None) -> dict | None:
 
 
 def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = None, strict: bool = True) -> list[dict]:
-    """One verdict row per published claim, from an analysis dict.
+    """One verdict row per published claim, from an analysis dict. A claim naming its method pair
+    (`method`, `baseline` in published.yaml, e.g. grsp vs grpo) gets a row only when the run has both.
 
     multiplier_max / pass@k: the "up to" pass@k coverage multiplier of claim_method vs baseline;
     rel_pct_at_max_compute: the relative gap at the largest common compute of the two "all
@@ -48,17 +49,24 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
     population accuracy (pass@1) at the largest max_tokens and T. Verdicts from `stats.verdict`
     (with the claim's null_value when strict); "not measured" when the quantity is missing.
     """
-    base = analysis.get("baseline")
-    others = [m for m in analysis.get("methods", []) if m != base]
-    meth = claim_method or (others[0] if others else None)
+    run_base = analysis.get("baseline")
+    methods = analysis.get("methods", [])
+    others = [m for m in methods if m != run_base]
+    run_meth = claim_method or (others[0] if others else None)
     ctx = analysis.get("context", {})
     where = f"task {ctx['task']!r}" if ctx.get("task") else "this run's task"
     unit = analysis.get("compute_col", "generated_tokens")
     runs = analysis.get("train_runs") or {}
-    provisional = meth is not None and base is not None and is_provisional(
-        runs, meth, base, tuple(analysis.get("fixed_checkpoints") or ("base",)))
     rows = []
     for c in claims:
+        meth, base = c.get("method") or run_meth, c.get("baseline") or run_base   # the pair this claim compares
+        absent = [m for m in (meth, base) if m is not None and m not in methods]
+        if absent and (c.get("method") or c.get("baseline")):
+            continue        # a claim about a method pair this run does not have (GRSP's in a SPIRAL run)
+        if absent:
+            meth, base = (None if meth in absent else meth), (None if base in absent else base)
+        provisional = meth is not None and base is not None and is_provisional(
+            runs, meth, base, tuple(analysis.get("fixed_checkpoints") or ("base",)))
         row = {"claim": c["id"], "description": c["description"], "published": c["value"], "unit": c["unit"],
                "source": c["source"], "benchmark": c["benchmark"], "method": meth, "baseline": base,
                "measured": None, "ci_lo": None, "ci_hi": None, "censored": False, "verdict": "not measured",
@@ -66,16 +74,28 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                "provisional": provisional}
         notes = [f"measured on {where} ({analysis.get('n_problems')} problems) with this run's models"]
         if ctx.get("task") in BENCHMARK_TASKS.get(c["benchmark"], ()):
-            notes.append(f"the benchmark of the published figure; the paper's setup ({PAPER_SETUP}) may still "
+            notes.append(f"the benchmark of the published figure; the paper's setup ({c.get('setup', PAPER_SETUP)}) may still "
                          f"differ from this run's models")
         else:
             notes.append(f"the published figures are for other benchmarks (each row's benchmark) and another "
-                         f"setup ({PAPER_SETUP}): these rows check the direction and size of the effect here, "
+                         f"setup ({c.get('setup', PAPER_SETUP)}): these rows check the direction and size of the effect here, "
                          f"not the published numbers")     # the same words on every such row: said once
         n_context = len(notes)
         est, censored = None, False
-        if meth is None or base is None:
+        if absent:
+            notes.append(f"this run has no {' or '.join(absent)} to compare")
+        elif meth is None or base is None:
             notes.append("no baseline to compare with")
+        elif c["statistic"] == "seq_abs_points":
+            seq = (find_comparison(analysis, meth, base, "sequential") or {}).get("matched") or []
+            if seq:
+                g = max(seq, key=lambda x: x["max_tokens"])
+                est = g["abs_points"]
+                notes.append(f"single-trace accuracy (pass@1) at max tokens {g['max_tokens']}: "
+                             f"{100 * g['method_mean']:.1f}% vs {100 * g['baseline_mean']:.1f}%")
+        elif c["statistic"] in ("tpc_rel_pct", "segments_rel_pct"):
+            notes.append("measured from the sweep's saved samples by the report (section Sequential efficiency), "
+                         "not in analysis.json")
         elif c["statistic"] == "multiplier_max":
             comp = find_comparison(analysis, meth, base, c["metric"])
             if comp:
@@ -106,7 +126,7 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                                              c["null_value"] if strict else None))
             if strict and row["verdict"] == "inconclusive" and lo is not None and hi is not None:
                 notes.append(f"the CI reaches the no-effect value {c['null_value']} or is undefined")
-        elif meth is not None and base is not None and len(notes) == n_context:
+        elif meth is not None and base is not None and len(notes) == n_context and not absent:
             notes.append("the needed cells are not in the store (or are undefined)")
         if provisional:
             notes.append(f"provisional: {PROVISIONAL_NOTE}")

@@ -252,10 +252,11 @@ def test_eval_takes_several_training_runs_per_method_and_train_makes_them(smoke_
     assert (tmp_path / "grpo-try-run1" / "final").is_dir() and "training run 1, seed 1" in buf.getvalue()
 
 
-def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run):
+def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run, tmp_path):
     """`run --method grsp` trains GRSP and the GRPO baseline (reused from the smoke run by config
     hash), gates the pair on matched compute, sweeps both and compares GRSP with GRPO; the report
-    renders. Bad method names fail before any work."""
+    renders, with the sequential-efficiency view and the GRSP claim rows, every figure loading in
+    headless Chromium. Bad method names fail before any work."""
     from tests.conftest import SMOKE_RUN_ARGS
 
     run_dir, _, _ = smoke_run
@@ -276,5 +277,14 @@ def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run):
     a = json.loads((new_dir / "analysis.json").read_text())
     assert a["baseline"] == "grpo" and set(load_cells(new_dir)["method"]) == {"base", "grpo", "grsp"}
     assert any(c["method"] == "grsp" and c["baseline"] == "grpo" for c in a["comparisons"])
-    assert "grsp" in (new_dir / "report.md").read_text()
+    md = (new_dir / "report.md").read_text()
+    assert "grsp" in md and "### Sequential efficiency" in md and "figures/sequential_efficiency.png" in md
+    assert "| grsp | " in md[md.index("### Sequential efficiency"):] and "segments / response" in md
+    for claim in ("grsp_accuracy_change", "grsp_tokens_change", "grsp_segments_change"):
+        assert f"| {claim} |" in md
+    from tests.test_report import _chromium_check
+    html = new_dir / "report.html"
+    n_figs = len(re.findall(r'<img src="data:image/png', html.read_text()))
+    assert n_figs == 5        # accuracy vs compute, multipliers, sequential, sequential efficiency, training
+    _chromium_check(html, tmp_path / "grsp.png", n_figs)
     assert main(["run", "--method", "spiral,nope", "--out", str(out)]) == 2

@@ -161,7 +161,14 @@ def test_load_claims_has_the_published_figures():
     assert [claims[f"coverage_efficiency_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [7.3, 9.4, 10.6]
     assert [claims[f"rsa_pass1_gap_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [13.5, 9.8, 8.1]
     assert claims["all_primitives_relative_gain"]["value"] == 15.0
-    assert all("2606.23595" in c["source"] for c in claims.values())
+    grsp = {k: c for k, c in claims.items() if k.startswith("grsp_")}
+    assert {k: (c["value"], c["method"], c["baseline"]) for k, c in grsp.items()} == {
+        "grsp_accuracy_change": (-1.6, "grsp", "grpo"), "grsp_tokens_change": (-7.9, "grsp", "grpo"),
+        "grsp_segments_change": (-21.0, "grsp", "grpo")}
+    assert round(100 * (43.80 - 45.40)) / 100 == -1.6 and round(100 * (4897 / 5315 - 1), 1) == -7.9
+    assert round(100 * (21.07 / 26.66 - 1), 1) == -21.0
+    assert all("2510.09535" in c["source"] for c in grsp.values())
+    assert all("2606.23595" in c["source"] for k, c in claims.items() if k not in grsp)
 
 
 def test_cell_matrices_pairs_problems_and_rejects_missing_rows():

@@ -4,7 +4,7 @@ figures/*.png from saved run folders only (no model call, no sample redrawn or r
 Content per run, in this order: summary; the verdict table (claim, published value and source,
 measured value with 95% CI, verdict, notes); accuracy vs compute per scaffold family; the
 multiplier m(a) with its CI band and censored levels, plus the comparison table; the sequential
-axis; training curves and the matched-compute audit (generated tokens per prompt per method), the
+axis; for runs with grsp or lcpo the sequential-efficiency view (report/sequential.py); training curves and the matched-compute audit (generated tokens per prompt per method), the
 SFT base's evaluation; the manifest (versions, git commit, seeds, hardware, config and data
 hashes, stage wall times, the exact reproduce commands, run.yaml); analysis warnings; "Missing"
 (what is absent or unfinished; a partial run never fails the report).
@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from . import figures as F
+from . import sequential as SEQ
 from ..fileio import write_atomic
 from .runfiles import RunFiles, load_run
 
@@ -267,6 +268,17 @@ def _manifest(run: RunFiles) -> list:
     return out
 
 
+def _efficiency(run: RunFiles) -> dict | None:
+    """The sequential-efficiency view (report/sequential.py) of a run with grsp or lcpo; fills its claim rows."""
+    try:
+        view = SEQ.compute(run, B=int((run.config or {}).get("bootstrap") or 2000))
+    except Exception as e:  # a view that cannot be computed must not lose the rest of the report
+        run.missing.append(f"sequential efficiency: {type(e).__name__}: {e}")
+        return None
+    SEQ.fill_claims(run.analysis, view)
+    return view
+
+
 def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, list]:
     """The blocks of one run's report and the figure paths written (see module doc)."""
     a, cfg, b, figs = run.analysis, run.config or {}, [], []
@@ -297,6 +309,7 @@ def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, li
     b += [("h", 2, f"Run {run.name}"), ("table", ["", ""], [[k, fmt(v)] for k, v in summary.items()])]
     if run.missing:
         b.append(("p", f"{len(run.missing)} part(s) of this run are missing or unfinished: see Missing at the end."))
+    view = _efficiency(run)      # before the verdicts: it fills the GRSP rows measured from samples
     b.append(("h", 3, "Verdicts"))
     b += _verdicts(a) if a else [("p", "No analysis: no verdicts (see Missing).")]
     b.append(("h", 3, "Accuracy vs compute"))
@@ -312,6 +325,11 @@ def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, li
     b += fig(F.sequential_axis, a, "sequential.png", "Accuracy vs max new tokens, single trace")
     if a:
         b += _sequential_table(a)
+    if view is not None:
+        b.append(("h", 3, "Sequential efficiency"))
+        b += fig(SEQ.figure, view, "sequential_efficiency.png",
+                 "Accuracy and tokens per correct answer by max tokens; segments per response by length cluster")
+        b += SEQ.blocks(view)
     b.append(("h", 3, "Training"))
     b += fig(F.training_curves, {m: t["metrics"] for m, t in run.train.items()} or None, "training.png",
              "Training curves per method")
