@@ -56,7 +56,7 @@ import yaml
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
 from spiral_bench.fileio import read_jsonl, swap_dir, write_atomic
-from spiral_bench.trainers import lora, rl_core, update
+from spiral_bench.trainers import lora, rl_core, rollout_engine, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
@@ -68,7 +68,8 @@ METRIC_FIELDS = (
     "agg_reward", "agg_acc", "agg_len", "agg_truncated",
     "adv_mean", "adv_std", "adv_frac_zero", "n_search_traces", "n_agg_traces", "n_loss_traces",
     "prompts_sampled", "prompts_used", "generated_tokens", "generated_tokens_per_prompt",
-    "total_generated_tokens", "ratio_max_dev", "seconds", "elapsed")
+    "total_generated_tokens", "ratio_max_dev", "logprob_gap", "sync_seconds", "rollout_seconds", "update_seconds",
+    "seconds", "elapsed")
 
 
 def register_method(name: str, sums: Callable | None = None, summary: Callable | None = None):
@@ -198,6 +199,7 @@ class Run:
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
         self.sampler = Sampler(lora.sampling_model(self.model), self.tok)
+        self.rollout = rollout_engine.make(self)  # hf: this sampler; vllm: a colocated engine synced every step
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
@@ -231,7 +233,7 @@ class Run:
         sc = SamplingConfig(temperature=self.cfg.temperature, max_new_tokens=max_new_tokens,
                             batch_size=self.cfg.sample_batch_size)
         self.model.eval()
-        return self.sampler.generate(requests, sc)
+        return self.rollout.generate(requests, sc)
 
     def traces(self, problem, prompt: str, samples: list[Sample], role: int) -> list[Trace]:
         ids = self.encode(prompt)
@@ -295,7 +297,7 @@ class Run:
             traces = [t for t in traces if t.advantage != 0.0]
         self.model.train()
         loss_sum = 0.0
-        ratio_dev = torch.zeros(1, dtype=torch.float64)
+        ratio_dev, gap = torch.zeros(1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
         for units in update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size):
             chunk = [t for u in units for t in u]
             batch = rl_core.build_rollout_batch(
@@ -308,8 +310,10 @@ class Run:
                 with torch.no_grad():
                     ref = update.teacher_forced(self.ref_model, units, batch, self.pack, self.tok.pad_token_id,
                                                 cfg.temperature)
-            loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
-                                           ref, lc, num_items=N)
+            old, adv, g = rollout_engine.old_and_advantages(lp.detach(), batch.old_logprobs, batch.advantages,
+                                                            batch.completion_mask, cfg.tis_cap)
+            gap += g
+            loss, _ = rl_core.compute_loss(lp, old, adv, batch.completion_mask, ref, lc, num_items=N)
             if lc.loss_agg != "dapo":
                 loss = loss * (len(chunk) / B)
             loss.backward()
@@ -336,7 +340,7 @@ class Run:
         self.opt.zero_grad(set_to_none=True)
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
-                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
+                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0]), "logprob_gap": _div(*_all_reduce(gap))}
 
     def train_step(self) -> dict:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""
@@ -344,7 +348,10 @@ class Run:
         step = self.step + 1
         extra = METHOD_METRICS.get(self.cfg.method, (lambda c: (), lambda c, s: {}))
         self.method_sums = dict.fromkeys(extra[0](self.cfg), 0.0)
+        self.rollout.sync(self.model, step)
+        t1 = time.perf_counter()
         rolls, used, sampled = self._rollouts(step)
+        t2 = time.perf_counter()
         acc = [0.0] * 17
         for r in rolls:
             for t in r.traces:
@@ -363,7 +370,9 @@ class Run:
         acc[14] = len(used)
         v = _all_reduce(torch.tensor(acc + list(self.method_sums.values()), dtype=torch.float64))
         sums = dict(zip(self.method_sums, v[17:].tolist()))
+        t3 = time.perf_counter()
         upd = self._update(used)
+        upd.update(sync_seconds=t1 - t0, rollout_seconds=t2 - t1, update_seconds=time.perf_counter() - t3)
         gen = int(v[15])
         self.total_generated += gen
         n_adv = float(v[10])
@@ -463,6 +472,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
         if run.step:
             print(f"resuming from step {run.step} ({out / 'checkpoint'})", flush=True)
     if run.step >= cfg.steps and (out / "final" / "config.json").exists():
+        run.rollout.close()
         return out / "final"
     bar = None
     if progress and run.is_main:
@@ -480,6 +490,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
                 bar.set_postfix(reward=f"{row['search_reward']:.2f}", loss=f"{row['loss']:.3f}")
     if bar is not None:
         bar.close()
+    run.rollout.close()
     return run.save_final()
 
 

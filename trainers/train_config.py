@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from spiral_bench.backends.vllm_options import VLLMOptions
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
 from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
 from spiral_bench.trainers.lora import LoraSettings
@@ -112,9 +113,23 @@ class TrainConfig:
                                                    "traces; long traces (> this) get a row each")
     micro_batch_size: int = option(64, min=0, help="traces per forward/backward (0 = all at once)")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
+    rollout_backend: str = option("hf", choices=("hf", "vllm"),
+                                  help="engine of the rollouts: hf (the live policy in this process) or vllm (a vLLM "
+                                       "engine colocated with the trainer, synced every step: LoRA adapters through "
+                                       "LoRARequest, full weights by an in-place reload; trainers/rollout_engine.py)")
+    tis_cap: float = option(0.0, min=0.0, help="truncated importance sampling against the rollout engine's numerics: "
+                                               "0 = off (old log-probs = the engine's); C > 0: old = the trainer's "
+                                               "recomputed log-probs and each token's loss x min(exp(trainer - engine), "
+                                               "C) (trainers/rollout_engine.py)")
+    vllm: VLLMOptions = option(default_factory=VLLMOptions,
+                               help="rollout_backend vllm: the engine's options (vLLM's engine arguments; colocated "
+                                    "with the trainer, so set gpu_memory_utilization well below 0.9: train_paper "
+                                    "has 0.3; lora is set by the trainer)")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
 
     def validate(self) -> None:
+        if self.vllm.lora is not None:
+            raise ConfigError("vllm.lora: the trainer serves its own adapters (lora.r > 0); leave vllm.lora unset")
         if len(self.betas) != 2:
             raise ConfigError(f"betas: {list(self.betas)} must be two numbers")
         if self.method == "spiral":
@@ -131,8 +146,12 @@ class TrainConfig:
     def omitted_keys(self) -> tuple[str, ...]:
         """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
         by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
-        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
-                     if self.method != k and getattr(self, k) == cls())
+        unused = tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
+                       if self.method != k and getattr(self, k) == cls())
+        # the rollout-engine fields, when at their defaults (hf rollouts), likewise
+        defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                    for f in dataclasses.fields(self) if f.name in ("rollout_backend", "tis_cap", "vllm")}
+        return unused + tuple(k for k, v in defaults.items() if getattr(self, k) == v)
 
     @property
     def spiral_L(self) -> int:
