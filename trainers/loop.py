@@ -7,12 +7,16 @@ One step s:
    (permutation of epoch e = shuffle(range(train_problems), derive_seed(seed, "order", e))),
    identical for both methods; with dynamic sampling, prompts whose traces all have advantage 0
    are skipped and refilled from the same stream (at most `dynamic_max_rounds` rounds).
-2. rollouts: METHODS[method](run, problems, s) on the current weights (eval mode, no grad); every
+2. rollouts: METHODS[method](run, problems, s) on the current weights (eval mode, no grad), through
+   `rollout_backend` (hf: this process's sampler; vllm: a colocated engine synced before the step,
+   trainers/rollout_engine.py; `sync_seconds`, `rollout_seconds`, `update_seconds` are logged); every
    request's seed is derive_seed(seed, s, problem id, role, subset) and sample j of it gets
    sample_seed(that, j). Rewards by task.reward; advantages from rl_core.ADVANTAGES.
 3. update: teacher-forced log-probs with grad (rl_core.per_token_logprobs), loss from the losses
    registry with old_logprobs = the sampler's log-probs (on-policy: ratio = 1 up to numerics;
-   `ratio_max_dev` = max |ratio - 1| is logged), one AdamW step after clipping the global grad norm.
+   `ratio_max_dev` = max |ratio - 1| and `logprob_gap` = mean |sampler - trainer| over the pass's tokens
+   are logged; `tis_cap` > 0: truncated importance sampling, rollout_engine.old_and_advantages), one
+   AdamW step after clipping the global grad norm.
    With `skip_zero_advantage` and no KL term, traces whose advantage is exactly 0 are left out of
    the pass (their term of the loss and its gradient are exactly 0; the normalisers B and N below
    still count them), which is most of SPIRAL's traces and none of the maths.
