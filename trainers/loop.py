@@ -7,12 +7,16 @@ One step s:
    (permutation of epoch e = shuffle(range(train_problems), derive_seed(seed, "order", e))),
    identical for both methods; with dynamic sampling, prompts whose traces all have advantage 0
    are skipped and refilled from the same stream (at most `dynamic_max_rounds` rounds).
-2. rollouts: METHODS[method](run, problems, s) on the current weights (eval mode, no grad); every
+2. rollouts: METHODS[method](run, problems, s) on the current weights (eval mode, no grad), through
+   `rollout_backend` (hf: this process's sampler; vllm: a colocated engine synced before the step,
+   trainers/rollout_engine.py; `sync_seconds`, `rollout_seconds`, `update_seconds` are logged); every
    request's seed is derive_seed(seed, s, problem id, role, subset) and sample j of it gets
    sample_seed(that, j). Rewards by task.reward; advantages from rl_core.ADVANTAGES.
 3. update: teacher-forced log-probs with grad (rl_core.per_token_logprobs), loss from the losses
    registry with old_logprobs = the sampler's log-probs (on-policy: ratio = 1 up to numerics;
-   `ratio_max_dev` = max |ratio - 1| is logged), one AdamW step after clipping the global grad norm.
+   `ratio_max_dev` = max |ratio - 1| and `logprob_gap` = mean |sampler - trainer| over the pass's tokens
+   are logged; `tis_cap` > 0: truncated importance sampling, rollout_engine.old_and_advantages), one
+   AdamW step after clipping the global grad norm.
    With `skip_zero_advantage` and no KL term, traces whose advantage is exactly 0 are left out of
    the pass (their term of the loss and its gradient are exactly 0; the normalisers B and N below
    still count them), which is most of SPIRAL's traces and none of the maths.
@@ -57,7 +61,7 @@ import yaml
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
 from spiral_bench.fileio import read_jsonl, swap_dir, write_atomic
-from spiral_bench.trainers import distributed, lora, rl_core, update
+from spiral_bench.trainers import distributed, lora, rl_core, rollout_engine, update
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
@@ -69,7 +73,8 @@ METRIC_FIELDS = (
     "agg_reward", "agg_acc", "agg_len", "agg_truncated",
     "adv_mean", "adv_std", "adv_frac_zero", "n_search_traces", "n_agg_traces", "n_loss_traces",
     "prompts_sampled", "prompts_used", "generated_tokens", "generated_tokens_per_prompt",
-    "total_generated_tokens", "ratio_max_dev", "seconds", "elapsed")
+    "total_generated_tokens", "ratio_max_dev", "logprob_gap", "sync_seconds", "rollout_seconds", "update_seconds",
+    "seconds", "elapsed")
 
 
 def register_method(name: str, sums: Callable | None = None, summary: Callable | None = None):
@@ -174,6 +179,7 @@ class Run:
         self.par = distributed.Parallel(self.model, cfg.distributed, cfg.lora.r, self.world, self.device, cfg.bf16,
                                         cfg.gradient_checkpointing)
         self.sampler = Sampler(lora.sampling_model(self.par.plain), self.tok)
+        self.rollout = rollout_engine.make(self)  # hf: this sampler; vllm: a colocated engine synced every step
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
@@ -207,7 +213,7 @@ class Run:
         sc = SamplingConfig(temperature=self.cfg.temperature, max_new_tokens=max_new_tokens,
                             batch_size=self.cfg.sample_batch_size)
         self.model.eval()
-        return self.sampler.generate(requests, sc)
+        return self.rollout.generate(requests, sc)
 
     def traces(self, problem, prompt: str, samples: list[Sample], role: int) -> list[Trace]:
         ids = self.encode(prompt)
@@ -271,7 +277,7 @@ class Run:
             traces = [t for t in traces if t.advantage != 0.0]
         self.model.train()
         loss_sum = 0.0
-        ratio_dev = torch.zeros(1, dtype=torch.float64)
+        ratio_dev, gap = torch.zeros(1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
         batches = update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size,
                                          cfg.max_tokens_per_microbatch)
         n = self.par.n_passes(len(batches))  # equal on every rank (distributed.py)
@@ -292,8 +298,10 @@ class Run:
                     with torch.no_grad():
                         ref = update.teacher_forced(self.ref_model, units, batch, self.pack, self.tok.pad_token_id,
                                                     cfg.temperature)
-                loss, _ = rl_core.compute_loss(lp, batch.old_logprobs, batch.advantages, batch.completion_mask,
-                                               ref, lc, num_items=N)
+                old, adv, g = rollout_engine.old_and_advantages(lp.detach(), batch.old_logprobs, batch.advantages,
+                                                                batch.completion_mask, cfg.tis_cap)
+                gap += g
+                loss, _ = rl_core.compute_loss(lp, old, adv, batch.completion_mask, ref, lc, num_items=N)
                 if lc.loss_agg != "dapo":
                     loss = loss * (len(chunk) / B)
                 (loss * self.par.loss_scale).backward()
@@ -314,7 +322,7 @@ class Run:
         self.opt.zero_grad(set_to_none=True)
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
-                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0])}
+                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0]), "logprob_gap": _div(*_all_reduce(gap))}
 
     def train_step(self) -> dict:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""
@@ -322,7 +330,10 @@ class Run:
         step = self.step + 1
         extra = METHOD_METRICS.get(self.cfg.method, (lambda c: (), lambda c, s: {}))
         self.method_sums = dict.fromkeys(extra[0](self.cfg), 0.0)
+        self.rollout.sync(self.par.plain, step)
+        t1 = time.perf_counter()
         rolls, used, sampled = self._rollouts(step)
+        t2 = time.perf_counter()
         acc = [0.0] * 17
         for r in rolls:
             for t in r.traces:
@@ -341,7 +352,9 @@ class Run:
         acc[14] = len(used)
         v = _all_reduce(torch.tensor(acc + list(self.method_sums.values()), dtype=torch.float64))
         sums = dict(zip(self.method_sums, v[17:].tolist()))
+        t3 = time.perf_counter()
         upd = self._update(used)
+        upd.update(sync_seconds=t1 - t0, rollout_seconds=t2 - t1, update_seconds=time.perf_counter() - t3)
         gen = int(v[15])
         self.total_generated += gen
         n_adv = float(v[10])
@@ -442,6 +455,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
         if run.step:
             print(f"resuming from step {run.step} ({out / 'checkpoint'})", flush=True)
     if run.step >= cfg.steps and (out / "final" / "config.json").exists():
+        run.rollout.close()
         return out / "final"
     bar = None
     if progress and run.is_main:
@@ -459,6 +473,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
                 bar.set_postfix(reward=f"{row['search_reward']:.2f}", loss=f"{row['loss']:.3f}")
     if bar is not None:
         bar.close()
+    run.rollout.close()
     return run.save_final()
 
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from spiral_bench.backends.vllm_options import VLLMOptions
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
 from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
 from spiral_bench.trainers.lora import LoraSettings
@@ -127,9 +128,23 @@ class TrainConfig:
                                                       "(transformers activation checkpointing, non-reentrant): "
                                                       "less memory, about one more forward; same gradients")
     sample_batch_size: int = option(256, min=1, help="sequences decoded together by the sampler")
+    rollout_backend: str = option("hf", choices=("hf", "vllm"),
+                                  help="engine of the rollouts: hf (the live policy in this process) or vllm (a vLLM "
+                                       "engine colocated with the trainer, synced every step: LoRA adapters through "
+                                       "LoRARequest, full weights by an in-place reload; trainers/rollout_engine.py)")
+    tis_cap: float = option(0.0, min=0.0, help="truncated importance sampling against the rollout engine's numerics: "
+                                               "0 = off (old log-probs = the engine's); C > 0: old = the trainer's "
+                                               "recomputed log-probs and each token's loss x min(exp(trainer - engine), "
+                                               "C) (trainers/rollout_engine.py)")
+    vllm: VLLMOptions = option(default_factory=VLLMOptions,
+                               help="rollout_backend vllm: the engine's options (vLLM's engine arguments; colocated "
+                                    "with the trainer, so set gpu_memory_utilization well below 0.9: train_paper "
+                                    "has 0.3; lora is set by the trainer)")
     checkpoint_every: int = option(10, min=1, help="write checkpoint/ every this many steps")
 
     def validate(self) -> None:
+        if self.vllm.lora is not None:
+            raise ConfigError("vllm.lora: the trainer serves its own adapters (lora.r > 0); leave vllm.lora unset")
         if len(self.betas) != 2:
             raise ConfigError(f"betas: {list(self.betas)} must be two numbers")
         if self.distributed == "fsdp" and self.lora.r:
@@ -150,14 +165,16 @@ class TrainConfig:
                                   f"< {self.n1})")
 
     def omitted_keys(self) -> tuple[str, ...]:
-        """Keys left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
-        by the method, and the parallelism knobs at their defaults (so runs keep the hashes and
-        folders they had before these existed)."""
+        """Keys left out of config.yaml / config_hash when at their defaults: grsp and lcpo (unused by
+        the method), the parallelism knobs and the rollout-engine fields (so runs keep the hashes and
+        folders they had before these existed; the maths do not depend on them)."""
         unused = tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
                        if self.method != k and getattr(self, k) == cls())
-        # the parallelism knobs at their defaults: the maths do not depend on them (hashes unchanged)
-        return unused + tuple(k for k, v in (("distributed", "auto"), ("bf16", False), ("gradient_checkpointing", False),
-                                             ("max_tokens_per_microbatch", 0)) if getattr(self, k) == v)
+        names = ("distributed", "bf16", "gradient_checkpointing", "max_tokens_per_microbatch",
+                 "rollout_backend", "tis_cap", "vllm")
+        defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+                    for f in dataclasses.fields(self) if f.name in names}
+        return unused + tuple(k for k, v in defaults.items() if getattr(self, k) == v)
 
     @property
     def spiral_L(self) -> int:
