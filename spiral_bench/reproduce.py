@@ -7,7 +7,7 @@ Metrics (`collect_metrics`, from saved files only):
   comparison/<method>/<family>/multiplier_max[/ci_lo|/ci_hi]   the "up to" multipliers
   claim/<claim>/measured, /ci_lo, /ci_hi                 the verdict rows' measured values
   train/<method>/<field>                                 the last metrics.jsonl row's numeric fields,
-                                                         except the wall-clock ones (seconds, elapsed)
+                                                         except the wall-clock ones (names with seconds, elapsed, time)
   base/<key>                                             numeric SFT-base metrics (no wall times)
 `compare_metrics(saved, new)` -> one row per name: saved, new, diff = new - saved, status:
 "same" (equal, or absent/undefined on both sides: diff 0), "differs", "missing in saved",
@@ -23,7 +23,6 @@ import pandas as pd
 from spiral_bench.fileio import read_jsonl
 from spiral_bench.report.runfiles import read_json
 
-WALL_CLOCK = ("seconds", "elapsed")
 _WALL_WORDS = ("seconds", "minutes", "elapsed", "time")
 DIFF_COLUMNS = ["name", "saved", "new", "diff", "status"]
 
@@ -68,7 +67,7 @@ def collect_metrics(run_dir) -> dict[str, float | None]:
             rows = read_jsonl(mdir / "metrics.jsonl")
             if rows:
                 for k, v in rows[-1].items():
-                    if k not in WALL_CLOCK and (_num(v) is not None or v is None):
+                    if not any(w in k for w in _WALL_WORDS) and (_num(v) is not None or v is None):
                         out[f"train/{mdir.name}/{k}"] = _num(v)
     sft = read_json(d / "base" / "sft_metrics.json")
     if sft:
