@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train sft | grpo | spiral | grsp | lcpo into a run folder (resumes a killed run)",
                         **_examples("spiral-bench train --method grpo --steps 20 --out results/train/grpo-try"))
-    tr.add_argument("--method", choices=("sft", "grpo", "spiral", "grsp", "lcpo"), default=None,
-                    help="sft, grpo, spiral, or grpo with a length-shaped reward: grsp (segments), lcpo (tokens)")
+    tr.add_argument("--method", choices=("sft", "grpo", "spiral", "grsp", "lcpo", "bridge", "pmatch"), default=None,
+                    help="sft, grpo, spiral, or grpo with a length-shaped reward: grsp (segments), lcpo (tokens), "
+                         "or with a Bridge across each group: bridge, pmatch (its equal-parameter MLP control)")
     tr.add_argument("--config", default=None, help="YAML file or preset (train_tiny [default], train_paper)")
     tr.add_argument("--task", default=None)
     tr.add_argument("--model", default=None, help="starting policy; default: the cached SFT base")

@@ -61,7 +61,8 @@ from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
 METHODS: dict[str, Callable] = {}
-METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
+METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}
+METHOD_SETUP: dict[str, Callable] = {}  # method -> fn(run), before the optimizer (bridge_rl: add the Bridge)  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
 METRIC_FIELDS = (
     "step", "loss", "lr", "grad_norm",
     "search_reward", "search_acc", "search_len", "search_truncated", "search_entropy",
@@ -198,6 +199,8 @@ class Run:
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
         self.sampler = Sampler(lora.sampling_model(self.model), self.tok)
+        self.whole_groups = False  # bridge_rl: a group's traces share every forward
+        METHOD_SETUP.get(cfg.method, lambda run: None)(self)
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
@@ -291,12 +294,13 @@ class Run:
         glob = _all_reduce(torch.tensor([len(traces), sum(t.sample.completion_tokens for t in traces)],
                                         dtype=torch.float64))
         B, N = float(glob[0]), float(glob[1])  # the loss normaliser counts every kept trace
-        if cfg.skip_zero_advantage and lc.beta == 0:  # exact zero policy gradient: no pass needed
+        if cfg.skip_zero_advantage and lc.beta == 0 and not self.whole_groups:  # exact zero policy gradient: no pass needed
             traces = [t for t in traces if t.advantage != 0.0]
         self.model.train()
         loss_sum = 0.0
         ratio_dev = torch.zeros(1, dtype=torch.float64)
-        for units in update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size):
+        for units in update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size,
+                                            self.whole_groups):
             chunk = [t for u in units for t in u]
             batch = rl_core.build_rollout_batch(
                 [t.prompt_ids for t in chunk], [t.sample.token_ids for t in chunk], self.tok.pad_token_id,
@@ -439,7 +443,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
     init_path: the starting policy when the caller has resolved it (cfg.model '' = an SFT base cached
     elsewhere than $SPIRAL_BENCH_CACHE); config.yaml keeps cfg as given, so the run folder does not
     depend on where that cache is."""
-    from spiral_bench.trainers import grpo, shaping, spiral  # noqa: F401  (register the methods)
+    from spiral_bench.trainers import bridge_rl, grpo, shaping, spiral  # noqa: F401  (register the methods)
+    bridge_rl.register()
 
     out = Path(out_dir)
     rank = int(os.environ.get("RANK", "0"))

@@ -30,6 +30,7 @@ import yaml
 
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
 from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
+from spiral_bench.trainers.bridge_rl import BridgeTrainConfig
 from spiral_bench.trainers.lora import LoraSettings
 from spiral_bench.trainers.losses import RLLossConfig
 from spiral_bench.trainers.sft import SFTConfig
@@ -42,8 +43,8 @@ except Exception:  # pragma: no cover
     pass
 
 
-METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo")
-GROUP_METHODS = ("grpo", "grsp", "lcpo")  # G traces per prompt from one request: budget G x L
+METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo", "bridge", "pmatch")
+GROUP_METHODS = ("grpo", "grsp", "lcpo", "bridge", "pmatch")  # G traces per prompt from one request: budget G x L
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +100,8 @@ class TrainConfig:
     grsp: GRSPConfig = option(default_factory=GRSPConfig, help="method grsp: segment-level length penalty "
                                                                 "(segmentation, clusters, weights, lambda)")
     lcpo: LCPOConfig = option(default_factory=LCPOConfig, help="method lcpo: token-level length reward (L1's LCPO)")
+    bridge: BridgeTrainConfig = option(default_factory=BridgeTrainConfig, help="methods bridge / pmatch: the "
+                                       "Bridge (or P-Match MLP) added to the starting policy, optional warm-up")
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
@@ -117,6 +120,8 @@ class TrainConfig:
     def validate(self) -> None:
         if len(self.betas) != 2:
             raise ConfigError(f"betas: {list(self.betas)} must be two numbers")
+        if self.method in ("bridge", "pmatch") and self.lora.r:
+            raise ConfigError(f"method {self.method}: LoRA (lora.r > 0) is not supported with a Bridge")
         if self.method == "spiral":
             import math
             if self.subset_size > self.n1:
@@ -131,8 +136,9 @@ class TrainConfig:
     def omitted_keys(self) -> tuple[str, ...]:
         """Sections left out of config.yaml / config_hash: grsp and lcpo when at their defaults and unused
         by the method (so GRPO and SPIRAL runs keep the hashes and folders they had before these existed)."""
-        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
-                     if self.method != k and getattr(self, k) == cls())
+        return tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig), ("bridge", BridgeTrainConfig))
+                     if self.method not in ((k,) if k != "bridge" else ("bridge", "pmatch"))
+                     and getattr(self, k) == cls())
 
     @property
     def spiral_L(self) -> int:
