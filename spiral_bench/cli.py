@@ -1,6 +1,6 @@
 """The `spiral-bench` command line: one subcommand per job, each a thin wrapper over the library.
 
-    spiral-bench run --method spiral|grpo|grsp|lcpo|both[,...] --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
+    spiral-bench run --method spiral|grpo|grsp|lcpo|bridge|pmatch|both[,...] --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
     spiral-bench report RUN_DIR [RUN_DIR ...] [--out DIR]
     spiral-bench reproduce RUN_DIR --out DIR
     spiral-bench tasks list
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "spiral-bench run                                   # the CPU default, about 10 min",
                            "spiral-bench run --budget-grid smoke --steps 5 --set lr=3e-4"))
     r.add_argument("--method", default="spiral", metavar="M[,M...]",
-                   help="method(s) to train: spiral (default), grpo, grsp, lcpo or both (= spiral), comma-separated, "
+                   help="method(s) to train: spiral (default), grpo, grsp, lcpo, bridge, pmatch or both (= spiral), comma-separated, "
                         "e.g. spiral,grsp; each but grpo is matched against and compared with the GRPO baseline, "
                         "trained too unless --no-baseline")
     r.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")

@@ -358,6 +358,7 @@ def verdict(ci, claim_value: float, direction: str = ">=", censored: bool = Fals
 
 _CLAIM_KEYS = {"id", "description", "value", "unit", "statistic", "metric", "benchmark",
                "direction", "null_value", "source"}
+_CLAIM_OPTIONAL = {"method", "baseline"}  # the comparison a claim is about (absent: the run's claim method)
 
 
 def load_claims() -> list[dict]:
@@ -368,7 +369,7 @@ def load_claims() -> list[dict]:
     if not isinstance(claims, list) or not claims:
         raise ValueError("published.yaml: expected a non-empty 'claims' list")
     for i, c in enumerate(claims):
-        missing, extra = _CLAIM_KEYS - set(c), set(c) - _CLAIM_KEYS
+        missing, extra = _CLAIM_KEYS - set(c), set(c) - _CLAIM_KEYS - _CLAIM_OPTIONAL
         if missing or extra:
             raise ValueError(f"published.yaml claims[{i}]: missing {sorted(missing)}, unknown {sorted(extra)}")
         if c["direction"] not in (">=", "<="):

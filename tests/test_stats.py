@@ -161,7 +161,10 @@ def test_load_claims_has_the_published_figures():
     assert [claims[f"coverage_efficiency_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [7.3, 9.4, 10.6]
     assert [claims[f"rsa_pass1_gap_{b}"]["value"] for b in ("beyondaime", "aime2026", "aime2025")] == [13.5, 9.8, 8.1]
     assert claims["all_primitives_relative_gain"]["value"] == 15.0
-    assert all("2606.23595" in c["source"] for c in claims.values())
+    assert all("2606.23595" in c["source"] for c in claims.values() if "method" not in c)
+    b = claims["bridge_gain_ratio_pass1"]
+    assert (b["value"], b["method"], b["baseline"]) == (1.39, "bridge", "grpo") and "2510.01143" in b["source"]
+    assert round(5.85 / 4.20, 2) == b["value"] and claims["bridge_pass1_gain_over_rl"]["value"] == round(39.40 - 37.75, 2)
 
 
 def test_cell_matrices_pairs_problems_and_rejects_missing_rows():
