@@ -28,6 +28,12 @@ Use: `add_bridge(model, BridgeConfig())` registers `model.bridge` (a `BridgeStac
 parameters move, train and count with the model) and one forward hook per decoder layer. Every
 forward of a bridged model must run inside `group_context(model, group, alive)`; without one the
 hook raises (the plain sampler would silently sample the sequences independently).
+P-Match (the paper's equal-parameter control, `BridgeConfig(kind="pmatch")`): in the same places a
+per-row MLP with no exchange between rows,
+    out[b, s] = gelu(x[b, s] W_up) W_down,   W_up [D, 2 bridge_dim], W_down [2 bridge_dim, D] zero-init
+so it has exactly the Bridge's 4 * D * bridge_dim + D parameters per layer and its samples stay
+independent (`samples_independent(model)`); it needs no group context.
+
 `save_bridge` / `load_bridge` write and read `bridge_config.json` + `bridge.safetensors` beside a
 save_pretrained checkpoint (`models.save` and `models.load_model` call them); `is_bridged(path or
 model)` says whether a checkpoint or model carries one.
@@ -58,6 +64,8 @@ class BridgeConfig:
     bridge_dim: int = option(0, help="Width of the q/k/v projections (0 = from param_fraction).", min=0)
     num_heads: int = option(2, help="Attention heads of each Bridge block.", min=1)
     rms_norm_eps: float = option(1e-6, help="Epsilon of the Bridge's own pre-norm.", min=0.0)
+    kind: str = option("bridge", choices=("bridge", "pmatch"), help="bridge: attention across a prompt's "
+                       "samples; pmatch: the equal-parameter per-row MLP control (no cross-row exchange).")
 
 
 def _decoder_layers(model) -> nn.ModuleList:
@@ -118,20 +126,42 @@ class BridgeBlock(nn.Module):
         return self.o(out.permute(2, 0, 1, 3).reshape(B, S, -1))
 
 
+class PMatchBlock(nn.Module):
+    """The P-Match control (module docstring): a pre-norm per-row MLP with the Bridge's parameter count."""
+
+    def __init__(self, d_model: int, bridge_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.norm_weight = nn.Parameter(torch.ones(d_model))
+        self.up = nn.Linear(d_model, 2 * bridge_dim, bias=False)
+        self.down = nn.Linear(2 * bridge_dim, d_model, bias=False)
+        nn.init.zeros_(self.down.weight)  # adds exactly 0 until trained
+
+    def forward(self, h: torch.Tensor, group=None, alive=None) -> torch.Tensor:
+        """h [B, S, D] -> [B, S, D]; group and alive are ignored (rows never exchange anything)."""
+        xf = h.float()
+        x = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(h.dtype) * self.norm_weight
+        return self.down(torch.nn.functional.gelu(self.up(x)))
+
+
 class BridgeStack(nn.Module):
     """The Bridge blocks of a model (one per decoder layer), its config and the group context."""
 
     def __init__(self, cfg: BridgeConfig, d_model: int, n_layers: int, bridge_dim: int):
         super().__init__()
         self.cfg, self.bridge_dim = cfg, bridge_dim
-        self.blocks = nn.ModuleList(BridgeBlock(d_model, bridge_dim, cfg.num_heads, cfg.rms_norm_eps)
-                                    for _ in range(n_layers))
+        self.blocks = nn.ModuleList(
+            PMatchBlock(d_model, bridge_dim, cfg.rms_norm_eps) if cfg.kind == "pmatch"
+            else BridgeBlock(d_model, bridge_dim, cfg.num_heads, cfg.rms_norm_eps) for _ in range(n_layers))
         self.ctx: tuple[torch.Tensor, torch.Tensor] | None = None
         self.handles: list = []
 
     def hook(self, i: int):
         def fn(module, args, output):
             h = output[0] if isinstance(output, tuple) else output
+            if self.cfg.kind == "pmatch":  # per row: no group context needed
+                h = h + self.blocks[i](h)
+                return (h,) + tuple(output[1:]) if isinstance(output, tuple) else h
             if self.ctx is None:
                 raise RuntimeError("a Bridge model was run without a group context: wrap the forward in "
                                    "spiral_bench.bridge.group_context(model, group, alive) (the hf backend "
@@ -173,6 +203,13 @@ def is_bridged(model_or_path) -> bool:
     if isinstance(model_or_path, (str, os.PathLike)):
         return (Path(model_or_path) / CONFIG_FILE).is_file()
     return get_bridge(model_or_path) is not None
+
+
+def samples_independent(model) -> bool:
+    """False for a model whose Bridge couples a request's samples (kind bridge); True without a
+    Bridge or with the P-Match control."""
+    b = get_bridge(model)
+    return b is None or b.cfg.kind == "pmatch"
 
 
 def bridge_params(model) -> int:

@@ -1,6 +1,6 @@
 """The `spiral-bench` command line: one subcommand per job, each a thin wrapper over the library.
 
-    spiral-bench run --method spiral|grpo|grsp|lcpo|both[,...] --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
+    spiral-bench run --method spiral|grpo|grsp|lcpo|bridge|pmatch|both[,...] --budget-grid G [--task T] [--model M] [--steps S] [--out results/]
     spiral-bench report RUN_DIR [RUN_DIR ...] [--out DIR]
     spiral-bench reproduce RUN_DIR --out DIR
     spiral-bench tasks list
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "spiral-bench run                                   # the CPU default, about 10 min",
                            "spiral-bench run --budget-grid smoke --steps 5 --set lr=3e-4"))
     r.add_argument("--method", default="spiral", metavar="M[,M...]",
-                   help="method(s) to train: spiral (default), grpo, grsp, lcpo or both (= spiral), comma-separated, "
+                   help="method(s) to train: spiral (default), grpo, grsp, lcpo, bridge, pmatch or both (= spiral), comma-separated, "
                         "e.g. spiral,grsp; each but grpo is matched against and compared with the GRPO baseline, "
                         "trained too unless --no-baseline")
     r.add_argument("--budget-grid", default="default", help="preset (smoke, default, paper) or YAML path")
@@ -344,8 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train sft | grpo | spiral | grsp | lcpo into a run folder (resumes a killed run)",
                         **_examples("spiral-bench train --method grpo --steps 20 --out results/train/grpo-try"))
-    tr.add_argument("--method", choices=("sft", "grpo", "spiral", "grsp", "lcpo"), default=None,
-                    help="sft, grpo, spiral, or grpo with a length-shaped reward: grsp (segments), lcpo (tokens)")
+    tr.add_argument("--method", choices=("sft", "grpo", "spiral", "grsp", "lcpo", "bridge", "pmatch"), default=None,
+                    help="sft, grpo, spiral, or grpo with a length-shaped reward: grsp (segments), lcpo (tokens), "
+                         "or with a Bridge across each group: bridge, pmatch (its equal-parameter MLP control)")
     tr.add_argument("--config", default=None, help="YAML file or preset (train_tiny [default], train_paper)")
     tr.add_argument("--task", default=None)
     tr.add_argument("--model", default=None, help="starting policy; default: the cached SFT base")

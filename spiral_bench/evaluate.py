@@ -282,6 +282,9 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
     out = {"schema": SCHEMA, "methods": methods, "baseline": baseline, "compute_col": compute_col,
            "n_problems": P, "replicates": sorted(int(r) for r in cells["replicate"].unique()),
            "train_runs": {m: len(runs[m]) for m in methods}, "train_run_ids": {m: runs[m] for m in methods},
+           "estimators": {m: sorted({e if isinstance(e, str) else "pooled" for e in
+                                     cells.loc[cells["method"] == m].get("estimator", pd.Series(["pooled"]))})
+                          for m in methods},
            "fixed_checkpoints": list(fixed_checkpoints),
            "bootstrap": {"B": int(B), "seed": seed, "level": level, "resampled": resampled,
                          "paired": "one resampling of problems shared by every method, run and cell; runs "

@@ -58,7 +58,7 @@ from .fileio import write_json
 from .jobs import peak_rss_mb
 
 SCHEMA = "spiral-bench/run/1"
-RUN_METHODS = ("spiral", "grpo", "grsp", "lcpo")
+RUN_METHODS = ("spiral", "grpo", "grsp", "lcpo", "bridge", "pmatch")
 PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
             "pyarrow", "math-verify", "lm_eval", "trl", "vllm")
 
@@ -67,7 +67,8 @@ PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "
 class RunConfig:
     """One `spiral-bench run`: what to train, from which base, and how to sweep it."""
 
-    method: str = option("spiral", help="method(s) to train, comma-separated: spiral, grpo, grsp, lcpo, or both "
+    method: str = option("spiral", help="method(s) to train, comma-separated: spiral, grpo, grsp, lcpo, bridge, "
+                                        "pmatch (Bridge's equal-parameter control), or both "
                                         "(= spiral); every method but grpo also trains the GRPO baseline "
                                         "unless baseline=false, and is matched against it")
     budget_grid: str = option("default", help="budget grid: preset (smoke, default, paper) or YAML path")
@@ -482,7 +483,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
         context = {"task": task.name, "grid": grid.name, "seed": cfg.seed, "checkpoints": dict(models),
                    "split": "test"}
         analysis = ev.analyze_cells(load_cells(rd), labels, baseline, B=cfg.bootstrap, seed=cfg.seed,
-                                    claim_method="spiral" if "spiral" in tcfgs else None, context=context)
+                                    claim_method=next((m for m in ("spiral", "bridge") if m in tcfgs), None), context=context)
         man.data["grader_errors"] = ev.note_grader_errors(analysis, rd)
         ev.write_analysis(analysis, rd)
     man.data["finished"] = _now()

@@ -11,8 +11,8 @@ layer-0 seed (`derive_seed(rseed, "search", 0, problem.id)`, rseed = replicate_s
 its first n traces ARE the search layer of any scaffold run with n <= N_max. Then, without new
 sampling, every k gets pass@k and maj@k from `spiral_bench.estimators` (exact expectation over
 k-subsets of the pool) with compute `compute.expected_subset_compute` (independent samples
-only: a backend with `independent_samples = False`, a Bridge model, is refused before
-sampling); aggregate cells sample only their aggregation trace (candidates = the first n pool
+only: for a backend with `independent_samples = False`, a Bridge model, every width is drawn as
+its own group instead, `spiral_bench.sweep_direct`, estimator "direct"); aggregate cells sample only their aggregation trace (candidates = the first n pool
 traces); rsa runs once to the largest T, its initial population the first N pool traces, and
 gives the cells of every T on the way
 (family "rsa": population accuracy at step T; "rsa_maj": majority vote of that population).
@@ -33,7 +33,7 @@ Cell store under out_dir (all files written atomically: temp file, fsync, os.rep
       set size / rsa K, else 0), steps (rsa T, aggregate 1, else 0), pool_size (N_max for
       pass@k/maj@k, else 0), replicate, problem_id, correct (in [0, 1]), prompt_tokens,
       generated_tokens, max_token_budget, flops (floats; pooled cells hold expectations),
-      train_run (which training run of the method the checkpoint is: 0, 1, ...; a store made
+      estimator ("pooled" | "direct": sweep_direct; a store made before the column reads "pooled"), train_run (which training run of the method the checkpoint is: 0, 1, ...; a store made
       before the column existed reads as 0). Training run i > 0 of a method is stored under the
       folder label `<method>-run<i>` (cells/, work/, manifests/), its rows keep the method's name.
   work/<method>/pool_L<L>_r<r>.parquet            the pool (so a resumed sweep never resamples);
@@ -63,12 +63,13 @@ from .compute import Compute, expected_subset_compute, request_compute
 from .config import ConfigError, load_yaml, option, to_dict
 from .fileio import write_atomic, write_json
 from .scaffolds import aggregate, layer_summary, rsa_step
+from .sweep_direct import direct_level
 
 PRESET_DIR = Path(__file__).with_name("presets")
 KINDS = ("none", "majority", "aggregate", "rsa")
 CELL_COLUMNS = ["method", "cell", "family", "max_tokens", "k", "set_size", "steps", "pool_size", "replicate",
                 "problem_id", "correct", "prompt_tokens", "generated_tokens", "max_token_budget", "flops",
-                "train_run"]
+                "train_run", "estimator"]
 POOL_COLUMNS = ["problem_id", "j", "text", "prompt_tokens", "completion_tokens", "finish_reason", "key", "reward"]
 _METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
@@ -263,19 +264,23 @@ def load_cells(out_dir: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=CELL_COLUMNS)
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     df["train_run"] = df["train_run"].fillna(0).astype(int) if "train_run" in df.columns else 0
+    df["estimator"] = [e if isinstance(e, str) else "pooled" for e in df.get("estimator", [None] * len(df))]
     return df
 
 
 # ------------------------------------------------------------------------------ the sweep
-def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute], train_run: int = 0) -> pd.DataFrame:
+def _rows(method: str, cell: Cell, problems, correct, computes: Sequence[Compute], train_run: int = 0,
+          estimator: str = "pooled") -> pd.DataFrame:
     d = dataclasses.asdict(cell)
+    if estimator == "direct" and cell.family in ("pass@k", "maj@k"):
+        d["pool_size"] = cell.k
     return pd.DataFrame({
         "method": method, "cell": cell.id, "family": cell.family, "max_tokens": cell.max_tokens, "k": cell.k,
         "set_size": cell.set_size, "steps": cell.steps, "pool_size": d["pool_size"], "replicate": cell.replicate,
         "problem_id": [p.id for p in problems], "correct": np.asarray(correct, dtype=np.float64),
         "prompt_tokens": [c.prompt_tokens for c in computes], "generated_tokens": [c.generated_tokens for c in computes],
         "max_token_budget": [c.max_token_budget for c in computes], "flops": [c.flops for c in computes],
-        "train_run": int(train_run)},
+        "train_run": int(train_run), "estimator": estimator},
         columns=CELL_COLUMNS)
 
 
@@ -422,7 +427,8 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
         manifest["engine"] = backend.engine_info()
     check_context(backend, task, problems, grid)
     independent = bool(getattr(backend, "independent_samples", True))  # False: a Bridge model
-    estimators.require_independent(independent, f"sweep of {method} (one {grid.pool_size}-sample pool)")
+    if not independent:  # absent when pooled, so older stores still resume
+        manifest["estimator"] = "direct"
     _manifest(out / "manifests" / f"{label}.json", manifest)
     decode = decoder_of(backend) if prefix_pool else None
     for stale in list(cdir.glob(".*.tmp")) + list(wdir.glob("**/.*.tmp")):
@@ -434,18 +440,23 @@ def run_sweep(backend, task, problems, grid: BudgetGrid | str, method: str, out_
     bar.update(sum(done(c) for c in cells))
 
     def finish(cell, correct, computes):
-        write_parquet(_rows(method, cell, problems, correct, computes, train_run), cdir / f"{cell.id}.parquet")
+        write_parquet(_rows(method, cell, problems, correct, computes, train_run,
+                            "pooled" if independent else "direct"), cdir / f"{cell.id}.parquet")
         bar.update(1)
 
     N, Lmax = grid.pool_size, max(grid.sequential)
     for r in grid.seeds:
         rseed = replicate_seed(seed, r)
-        base = None
+        base, gcache = None, {}
         for L in grid.sequential:
             todo = [c for c in cells if c.replicate == r and c.max_tokens == L and not done(c)]
             if not todo:
                 continue
             samp = dataclasses.replace(sampling, max_new_tokens=L)
+            if not independent:  # one group per width, each cell scored on its own width's group
+                direct_level(backend, task, problems, samp, todo, grid, rseed, r, wdir, prefix_pool, Lmax, decode,
+                              gcache, info, finish)
+                continue
             if prefix_pool:
                 if base is None:
                     base = _get_pool(backend, task, problems, dataclasses.replace(sampling, max_new_tokens=Lmax), N,

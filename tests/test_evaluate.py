@@ -107,7 +107,8 @@ def claim_store(mult):
 @pytest.mark.parametrize("mult,expect", [(4.0, "not supported"), (16.0, "supported")])
 def test_verdict_rows_for_every_claim(mult, expect):
     a = analyze_cells(claim_store(mult), ["m"], "b", B=400, context={"task": "synthetic"})
-    ids = [c["id"] for c in stats.load_claims() if "method" not in c]   # GRSP's rows need a grsp run
+    ids = [c["id"] for c in stats.load_claims() if "method" not in c]   # GRSP's and Bridge's rows need their runs
+    assert len(ids) < len(stats.load_claims())
     t = verdict_table(a)
     assert list(t.columns) == VERDICT_COLUMNS and t.claim.tolist() == ids
     for r in t.itertuples():
@@ -204,7 +205,18 @@ def test_evaluate_end_to_end(tiny_dirs, tmp_path):
                             & (cells.max_tokens == p["max_tokens"]) & (cells.steps == p["steps"])]
                 assert len(sel) == 6 and p["accuracy"]["mean"] == pytest.approx(sel.correct.mean())
                 assert p["compute_means"]["flops"] == pytest.approx(sel.flops.mean())
-    assert len(a["claims"]) == len([c for c in stats.load_claims() if "method" not in c])   # no grsp here
+    assert len(a["claims"]) == len([c for c in stats.load_claims() if "method" not in c])   # no grsp/bridge here
     # resumed: nothing resampled, same cells, same analysis
     again = evaluate(tiny_dirs, "arithmetic", "smoke", out, seed=0, progress=False, B=200)
     assert again == a and load_cells(out).equals(cells)
+
+
+def test_bridge_claims_are_checked_on_a_bridge_run_only():
+    from spiral_bench.claims import claim_rows
+    claims = stats.load_claims()
+    a = {"baseline": "grpo", "methods": ["base", "grpo", "bridge"], "comparisons": [], "n_problems": 6}
+    rows = claim_rows(a, claims, claim_method="bridge")
+    assert [r["claim"] for r in rows] == [c["id"] for c in claims if c.get("method") == "bridge"] != []
+    assert all(r["verdict"] == "not measured" and "bench_bridge" in r["note"] for r in rows)
+    spiral = claim_rows({**a, "methods": ["base", "grpo", "spiral"]}, claims, claim_method="spiral")
+    assert [r["claim"] for r in spiral] == [c["id"] for c in claims if "method" not in c]

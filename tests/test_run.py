@@ -288,3 +288,27 @@ def test_run_trains_other_methods_against_the_grpo_baseline(smoke_run, tmp_path)
     assert n_figs == 5        # accuracy vs compute, multipliers, sequential, sequential efficiency, training
     _chromium_check(html, tmp_path / "grsp.png", n_figs)
     assert main(["run", "--method", "spiral,nope", "--out", str(out)]) == 2
+
+
+def test_run_method_bridge_end_to_end(tmp_path):
+    """`run --method bridge`: trains GRPO (RL only) and Bridge from the same base at matched compute,
+    sweeps base and GRPO pooled and the Bridge directly at every width (estimator direct), and the
+    analysis / report / claims say so; the claims are Bridge's rows."""
+    from tests.conftest import SMOKE_RUN_ARGS
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(SMOKE_RUN_ARGS + ["--method", "bridge", "--train-seeds", "1", "--out", str(tmp_path)]) == 0
+    run_dir = Path(re.findall(r"(\S+)[/\\]report\.html", buf.getvalue())[-1])
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert [s for s in man["stages"] if s.startswith(("train_", "sweep_"))] == [
+        "train_grpo", "train_bridge", "sweep_base", "sweep_grpo", "sweep_bridge"]
+    assert man["pairing"]["budget"]["a"] == man["pairing"]["budget"]["b"]          # both G x L
+    assert (run_dir / "train" / "bridge" / "final" / "bridge_config.json").is_file()
+    cells = load_cells(run_dir)
+    assert dict(cells.groupby("method").estimator.agg(lambda e: "+".join(sorted(set(e))))) == {
+        "base": "pooled", "grpo": "pooled", "bridge": "direct"}
+    a = json.loads((run_dir / "analysis.json").read_text())
+    assert a["baseline"] == "grpo" and a["estimators"]["bridge"] == ["direct"]
+    assert {c["claim"] for c in a["claims"]} == {"bridge_gain_ratio_pass1", "bridge_pass1_gain_over_rl"}
+    assert "bridge direct" in (run_dir / "report.md").read_text()

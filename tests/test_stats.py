@@ -168,7 +168,10 @@ def test_load_claims_has_the_published_figures():
     assert round(100 * (43.80 - 45.40)) / 100 == -1.6 and round(100 * (4897 / 5315 - 1), 1) == -7.9
     assert round(100 * (21.07 / 26.66 - 1), 1) == -21.0
     assert all("2510.09535" in c["source"] for c in grsp.values())
-    assert all("2606.23595" in c["source"] for k, c in claims.items() if k not in grsp)
+    assert all("2606.23595" in c["source"] for c in claims.values() if "method" not in c)
+    b = claims["bridge_gain_ratio_pass1"]
+    assert (b["value"], b["method"], b["baseline"]) == (1.39, "bridge", "grpo") and "2510.01143" in b["source"]
+    assert round(5.85 / 4.20, 2) == b["value"] and claims["bridge_pass1_gain_over_rl"]["value"] == round(39.40 - 37.75, 2)
 
 
 def test_cell_matrices_pairs_problems_and_rejects_missing_rows():

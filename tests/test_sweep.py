@@ -275,12 +275,40 @@ def test_prefix_mode_is_part_of_the_manifest(pooled_full):
         run_sweep(be, task, probs, "smoke", "m1", out, seed=4, progress=False)
 
 
-def test_non_independent_backend_is_refused_before_sampling(tmp_path):
-    from spiral_bench.estimators import DependentSamplesError
+def test_non_independent_backend_gets_one_group_per_width(tmp_path):
+    """A Bridge-like backend (independent_samples False): per L, exactly one request of n = w per
+    problem and width w (seeds per width); cells score the width-w group itself (estimator direct)."""
+    from fakes import is_aggregation
+    from spiral_bench.sweep_direct import group_seed
     task, problems, backend = make()
     backend.independent_samples = False       # e.g. the hf backend on a Bridge model
-    with pytest.raises(DependentSamplesError, match="generated jointly"):
-        run_sweep(backend, task, problems, "smoke", "bridge", tmp_path, progress=False)
-    assert backend.calls == [] and not (tmp_path / "manifests").exists()
+    df = run_sweep(backend, task, problems, "smoke", "bridge", tmp_path, seed=3, progress=False)
+    assert set(df.estimator) == {"direct"} and len(df) == 22 * 6
+    search = [c for c in backend.calls if not is_aggregation(c[0].prompt)]
+    assert len(search) == 2 * 3                                   # L in (16, 24) x widths (1, 2, 4)
+    rs = replicate_seed(3, 0)
+    for calls, L in ((search[:3], 16), (search[3:], 24)):
+        for call, w in zip(calls, (1, 2, 4)):
+            assert [(r.n, r.seed, r.max_new_tokens) for r in call] == [(w, group_seed(rs, w, p.id), L) for p in problems]
+    for L in (16, 24):
+        for w in (1, 2, 4):
+            g = pd.read_parquet(tmp_path / "work" / "bridge" / f"group_w{w}_L{L}_r0.parquet")
+            for pid, gp in g.groupby("problem_id"):
+                gp = gp.sort_values("j")
+                r, keys = list(gp["reward"]), [k if isinstance(k, str) else None for k in gp["key"]]
+                row = df[(df.max_tokens == L) & (df.k == w) & (df.problem_id == pid)]
+                got = dict(zip(row.family, row.correct))
+                assert got["pass@k"] == max(r) and got["maj@k"] == pytest.approx(brute_maj(keys, r, w))
+                assert set(row[row.family.isin(["pass@k", "maj@k"])].pool_size) == {w}
+                assert row.generated_tokens.iloc[0] == gp["completion_tokens"].sum()
+    n = len(backend.calls)
+    again = run_sweep(backend, task, problems, "smoke", "bridge", tmp_path, seed=3, progress=False)
+    assert len(backend.calls) == n and again.equals(df)           # resumed from the stored groups
     backend.independent_samples = True
-    assert len(run_sweep(backend, task, problems, "smoke", "plain", tmp_path, progress=False)) > 0
+    plain = run_sweep(backend, task, problems, "smoke", "plain", tmp_path, progress=False)
+    assert set(plain.estimator) == {"pooled"}
+    assert set(load_cells(tmp_path).groupby("method").estimator.first().items()) == {("bridge", "direct"),
+                                                                                      ("plain", "pooled")}
+    from spiral_bench.evaluate import analyze_cells
+    a = analyze_cells(load_cells(tmp_path), ["bridge", "plain"], "plain", B=50, strict=False)
+    assert a["estimators"] == {"bridge": ["direct"], "plain": ["pooled"]}   # the report prints it

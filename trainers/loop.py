@@ -66,7 +66,8 @@ from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
 METHODS: dict[str, Callable] = {}
-METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
+METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}
+METHOD_SETUP: dict[str, Callable] = {}  # method -> fn(run), before the optimizer (bridge_rl: add the Bridge)  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
 METRIC_FIELDS = (
     "step", "loss", "lr", "grad_norm",
     "search_reward", "search_acc", "search_len", "search_truncated", "search_entropy",
@@ -176,9 +177,12 @@ class Run:
         self.ref_model = None
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
+        self.sampler = None
+        self.whole_groups = False  # bridge_rl: a group's traces share every forward
+        METHOD_SETUP.get(cfg.method, lambda run: None)(self)  # bridge_rl: adds the Bridge, a lockstep sampler
         self.par = distributed.Parallel(self.model, cfg.distributed, cfg.lora.r, self.world, self.device, cfg.bf16,
                                         cfg.gradient_checkpointing)
-        self.sampler = Sampler(lora.sampling_model(self.par.plain), self.tok)
+        self.sampler = self.sampler or Sampler(lora.sampling_model(self.par.plain), self.tok)
         self.rollout = rollout_engine.make(self)  # hf: this sampler; vllm: a colocated engine synced every step
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
@@ -273,13 +277,13 @@ class Run:
         glob = _all_reduce(torch.tensor([len(traces), sum(t.sample.completion_tokens for t in traces)],
                                         dtype=torch.float64))
         B, N = float(glob[0]), float(glob[1])  # the loss normaliser counts every kept trace
-        if cfg.skip_zero_advantage and lc.beta == 0:  # exact zero policy gradient: no pass needed
+        if cfg.skip_zero_advantage and lc.beta == 0 and not self.whole_groups:  # exact zero policy gradient: no pass needed
             traces = [t for t in traces if t.advantage != 0.0]
         self.model.train()
         loss_sum = 0.0
         ratio_dev, gap = torch.zeros(1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
         batches = update.forward_batches(traces, self.pack, cfg.pack_max_tokens, cfg.micro_batch_size,
-                                         cfg.max_tokens_per_microbatch)
+                                         cfg.max_tokens_per_microbatch, self.whole_groups)
         n = self.par.n_passes(len(batches))  # equal on every rank (distributed.py)
         for i, units in enumerate(batches + [None] * (n - len(batches))):
             with self.par.pass_context(last=i == n - 1):
@@ -431,7 +435,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
     init_path: the starting policy when the caller has resolved it (cfg.model '' = an SFT base cached
     elsewhere than $SPIRAL_BENCH_CACHE); config.yaml keeps cfg as given, so the run folder does not
     depend on where that cache is."""
-    from spiral_bench.trainers import grpo, shaping, spiral  # noqa: F401  (register the methods)
+    from spiral_bench.trainers import bridge_rl, grpo, shaping, spiral  # noqa: F401  (register the methods)
+    bridge_rl.register()
 
     out = Path(out_dir)
     rank = int(os.environ.get("RANK", "0"))

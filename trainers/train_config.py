@@ -31,6 +31,7 @@ import yaml
 from spiral_bench.backends.vllm_options import VLLMOptions
 from spiral_bench.config import ConfigError, build, load_yaml, merge, option
 from spiral_bench.trainers.grsp import GRSPConfig, LCPOConfig
+from spiral_bench.trainers.bridge_rl import BridgeTrainConfig
 from spiral_bench.trainers.lora import LoraSettings
 from spiral_bench.trainers.losses import RLLossConfig
 from spiral_bench.trainers.sft import SFTConfig
@@ -43,8 +44,8 @@ except Exception:  # pragma: no cover
     pass
 
 
-METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo")
-GROUP_METHODS = ("grpo", "grsp", "lcpo")  # G traces per prompt from one request: budget G x L
+METHOD_CHOICES = ("sft", "grpo", "spiral", "grsp", "lcpo", "bridge", "pmatch")
+GROUP_METHODS = ("grpo", "grsp", "lcpo", "bridge", "pmatch")  # G traces per prompt from one request: budget G x L
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +101,8 @@ class TrainConfig:
     grsp: GRSPConfig = option(default_factory=GRSPConfig, help="method grsp: segment-level length penalty "
                                                                 "(segmentation, clusters, weights, lambda)")
     lcpo: LCPOConfig = option(default_factory=LCPOConfig, help="method lcpo: token-level length reward (L1's LCPO)")
+    bridge: BridgeTrainConfig = option(default_factory=BridgeTrainConfig, help="methods bridge / pmatch: the "
+                                       "Bridge (or P-Match MLP) added to the starting policy, optional warm-up")
     dynamic_sampling: bool = option(False, help="skip prompts whose advantages are all zero and refill")
     dynamic_max_rounds: int = option(4, min=1, help="dynamic sampling: most sampling rounds per step")
     loss: RLLossConfig = option(default_factory=RLLossConfig, help="policy-gradient loss")
@@ -153,6 +156,11 @@ class TrainConfig:
         if self.bf16 and self.dtype != "float32":
             raise ConfigError(f"bf16: mixed precision keeps float32 weights and needs dtype float32, not {self.dtype!r} "
                               "(dtype bfloat16 trains bf16 weights without float32 master copies)")
+        if self.method in ("bridge", "pmatch") and self.lora.r:
+            raise ConfigError(f"method {self.method}: LoRA (lora.r > 0) is not supported with a Bridge")
+        if self.method in ("bridge", "pmatch") and self.rollout_backend != "hf":
+            raise ConfigError(f"method {self.method}: rollouts must use rollout_backend hf (lockstep decoding of "
+                              f"the bridged group); vLLM cannot run a Bridge (got {self.rollout_backend!r})")
         if self.method == "spiral":
             import math
             if self.subset_size > self.n1:
@@ -165,11 +173,12 @@ class TrainConfig:
                                   f"< {self.n1})")
 
     def omitted_keys(self) -> tuple[str, ...]:
-        """Keys left out of config.yaml / config_hash when at their defaults: grsp and lcpo (unused by
-        the method), the parallelism knobs and the rollout-engine fields (so runs keep the hashes and
+        """Keys left out of config.yaml / config_hash when at their defaults: grsp, lcpo and bridge (unused
+        by the method), the parallelism knobs and the rollout-engine fields (so runs keep the hashes and
         folders they had before these existed; the maths do not depend on them)."""
-        unused = tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig))
-                       if self.method != k and getattr(self, k) == cls())
+        unused = tuple(k for k, cls in (("grsp", GRSPConfig), ("lcpo", LCPOConfig), ("bridge", BridgeTrainConfig))
+                       if self.method not in ((k,) if k != "bridge" else ("bridge", "pmatch"))
+                       and getattr(self, k) == cls())
         names = ("distributed", "bf16", "gradient_checkpointing", "max_tokens_per_microbatch",
                  "rollout_backend", "tis_cap", "vllm")
         defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default

@@ -13,12 +13,16 @@
   traces, else rl_core.per_token_logprobs, e.g. for long traces that each fill a row). The loss is
   a sum over traces, so the grouping changes no result beyond float summation order
   (tests/test_trainers.py).
+- whole_groups (Bridge, trainers/bridge_rl.py): every trace is its own unit (no packing), and the
+  traces of one group (`.group`, else (role, prompt)) are never split: a batch holds whole groups
+  up to micro_batch_size traces (a larger group gets a batch of its own), no length buckets.
+  `teacher_forced` of a model whose Bridge couples rows runs the padded pass inside
+  group_context(model, group ids of the rows, bridge_decode.alive_from_mask(attention_mask)).
 Traces are duck-typed: `.role`, `.prompt_ids`, `.sample.token_ids`, `.sample.completion_tokens`.
 """
 from __future__ import annotations
 
 import torch
-
 from spiral_bench.trainers import rl_core
 
 
@@ -32,7 +36,9 @@ def padded_tokens(units: list[list], pack: bool) -> int:
 
 
 def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_size: int,
-                    max_tokens: int = 0) -> list[list[list]]:
+                    max_tokens: int = 0, whole_groups: bool = False) -> list[list[list]]:
+    if whole_groups:   # a Bridge model: a group's traces share every forward (max_tokens does not split them)
+        return _group_batches(traces, micro_batch_size)
     groups: dict[tuple, list] = {}
     for t in traces:
         groups.setdefault((t.role, tuple(t.prompt_ids)), []).append(t)
@@ -70,8 +76,40 @@ def forward_batches(traces: list, pack: bool, pack_max_tokens: int, micro_batch_
     return [[b[i] for i in g] for b, gs in zip(batches, cuts) for g in gs]
 
 
+def group_key(t) -> tuple:
+    """The Bridge group of a trace: `.group` if set, else (role, prompt ids)."""
+    g = getattr(t, "group", None)
+    return ("g", g) if g is not None else ("p", t.role, tuple(t.prompt_ids))
+
+
+def _group_batches(traces: list, micro_batch_size: int) -> list[list[list]]:
+    groups: dict[tuple, list] = {}
+    for t in traces:
+        groups.setdefault(group_key(t), []).append(t)
+    mb = micro_batch_size or max(1, len(traces))
+    batches, cur = [], []
+    for ts in groups.values():
+        if cur and sum(map(len, cur)) + len(ts) > mb:
+            batches.append(cur)
+            cur = []
+        cur += [[t] for t in ts]
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def teacher_forced(model, units: list[list], batch: rl_core.RolloutBatch, pack: bool, pad_id: int,
                    temperature: float) -> torch.Tensor:
+    from spiral_bench.bridge import group_context, samples_independent
+
+    if not samples_independent(model):  # a Bridge: one pass over whole groups with their masks
+        from spiral_bench.bridge_decode import alive_from_mask
+        ids = {}
+        group = torch.tensor([ids.setdefault(group_key(t), len(ids)) for u in units for t in u],
+                             device=batch.input_ids.device)
+        with group_context(model, group, alive_from_mask(batch.attention_mask)):
+            return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
+                                              temperature)
     if not pack or all(len(u) == 1 for u in units):  # nothing shared: the plain padded pass
         return rl_core.per_token_logprobs(model, batch.input_ids, batch.attention_mask, batch.completion_mask,
                                           temperature)

@@ -12,7 +12,8 @@ renormalisation). `encode(text)` gives a prompt's token ids as the sampler encod
 
 A model with a Bridge (spiral_bench.bridge) is sampled in lockstep by
 `spiral_bench.bridge_decode.BridgeSampler`: a request's n samples are generated together and
-depend on each other, so the backend then says `independent_samples = False` (pooled n-choose-k
+depend on each other, so the backend then says `independent_samples = False` (True for the
+P-Match control, a per-row MLP) (pooled n-choose-k
 estimators refuse its pools, spiral_bench.estimators); otherwise `independent_samples = True`.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from ..bridge import is_bridged
+from ..bridge import is_bridged, samples_independent
 from ..models import load_model, model_info, to_dtype
 from ..sampling import Sampler
 from .base import Request, Sample, SamplingConfig
@@ -46,7 +47,7 @@ class HFBackend:
         if is_bridged(model):
             from ..bridge_decode import BridgeSampler
             self.sampler = BridgeSampler(model, tokenizer)
-            self.independent_samples = False
+            self.independent_samples = samples_independent(model)  # True for the P-Match control
         else:
             self.sampler = Sampler(model, tokenizer)
             self.independent_samples = True

@@ -304,6 +304,8 @@ def run_blocks(run: RunFiles, fig_dir: Path, prefix: str = "") -> tuple[list, li
                "model": cfg.get("model"), "grid": cfg.get("budget_grid", ctx.get("grid")), "training steps": steps,
                "training runs per method": ", ".join(f"{m} {n}" for m, n in ((a or {}).get("train_runs") or {}).items())
                or None,
+               "pass@k / maj@k estimator per method": ", ".join(
+                   f"{m} {'+'.join(e)}" for m, e in ((a or {}).get("estimators") or {}).items()) or None,
                "seed": cfg.get("seed"), "methods evaluated": ", ".join((a or {}).get("methods") or []) or None,
                "baseline": (a or {}).get("baseline"), "analysis": run.analysis_source or "none"}
     b += [("h", 2, f"Run {run.name}"), ("table", ["", ""], [[k, fmt(v)] for k, v in summary.items()])]
