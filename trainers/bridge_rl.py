@@ -55,12 +55,18 @@ def setup(run) -> None:
     from spiral_bench.bridge import BridgeConfig, add_bridge, is_bridged
     from spiral_bench.bridge_decode import BridgeSampler
 
+    from spiral_bench.config import ConfigError
+    from spiral_bench.trainers.rollout_engine import HFRollout
+
     cfg = run.cfg
     b = cfg.bridge
+    if run.world > 1:  # the Bridge is added after the model is wrapped for DDP / FSDP
+        raise ConfigError(f"method {cfg.method}: trains in one process (torchrun with {run.world} processes)")
     if not is_bridged(run.model):
         add_bridge(run.model, BridgeConfig(param_fraction=b.param_fraction, num_heads=b.num_heads,
                                            kind="pmatch" if cfg.method == "pmatch" else "bridge"))
     run.sampler = BridgeSampler(run.model, run.tok)
+    run.rollout = HFRollout(run.sampler)  # lockstep rollouts (TrainConfig refuses rollout_backend vllm)
     run.whole_groups = True  # update.forward_batches: whole groups, one trace per unit (no packing)
     resumed = (run.out / "checkpoint" / "trainer_state.pt").is_file()
     if b.warmup_steps and not resumed:

@@ -177,13 +177,12 @@ class Run:
         self.ref_model = None
         if cfg.loss.beta > 0:
             self.ref_model = load_model(self.init_path, cfg.dtype, self.device)[0].requires_grad_(False)
-        self.sampler = None
-        self.whole_groups = False  # bridge_rl: a group's traces share every forward
-        METHOD_SETUP.get(cfg.method, lambda run: None)(self)  # bridge_rl: adds the Bridge, a lockstep sampler
         self.par = distributed.Parallel(self.model, cfg.distributed, cfg.lora.r, self.world, self.device, cfg.bf16,
                                         cfg.gradient_checkpointing)
-        self.sampler = self.sampler or Sampler(lora.sampling_model(self.par.plain), self.tok)
+        self.sampler = Sampler(lora.sampling_model(self.par.plain), self.tok)
         self.rollout = rollout_engine.make(self)  # hf: this sampler; vllm: a colocated engine synced every step
+        self.whole_groups = False  # bridge_rl: a group's traces share every forward
+        METHOD_SETUP.get(cfg.method, lambda run: None)(self)  # bridge_rl: adds the Bridge, a lockstep sampler
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
