@@ -41,6 +41,7 @@ from .sampling import (
     Sampler,
     _Unit,
     _use_decode_attention,
+    decode_buffers,
     select_tokens,
     token_logprobs,
 )
@@ -149,11 +150,7 @@ class BridgeSampler(Sampler):
             cache.select_rows(r)
             logits, kvm, next_pos = logits[r], kvm[r], plen[r]
             seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
-            tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
-            logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
-            ents = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
-            length = torch.zeros(B, dtype=torch.long, device=dev)
-            stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+            tokens, logps, ents, length, stopped = decode_buffers(B, max_new, self.pad, dev)
             done = torch.zeros(B, dtype=torch.bool, device=dev)
             rows = torch.arange(B, device=dev)
             stops = tuple(x for x in sc.stop if x)

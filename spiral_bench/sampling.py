@@ -40,7 +40,6 @@ Algorithm (per batch of at most `batch_size` sequences, requests sorted by promp
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Sequence
 
 import torch
@@ -225,6 +224,15 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return lp * mask[:, n_prompt:]
 
 
+def decode_buffers(B: int, max_new: int, pad: int, device) -> tuple[torch.Tensor, ...]:
+    """The per-row outputs a decode loop fills: tokens [B, max_new] (pad), log-probs and entropies
+    [B, max_new] (fp32 zeros), length [B] (0), stopped [B] (False)."""
+    return (torch.full((B, max_new), pad, dtype=torch.long, device=device),
+            torch.zeros(B, max_new, dtype=torch.float32, device=device),
+            torch.zeros(B, max_new, dtype=torch.float32, device=device),
+            torch.zeros(B, dtype=torch.long, device=device), torch.zeros(B, dtype=torch.bool, device=device))
+
+
 class PreallocLayer(CacheLayerMixin):
     """A KV cache layer allocated once at [B, H, max_len, D]; `update` copies the new K/V into
     place and returns views of the filled part only (so attention reads no empty slots)."""
@@ -389,11 +397,7 @@ class Sampler:
                 cache.select_rows(r)
             logits, kvm, next_pos = logits[r], kvm[r], plen[r]
             seeds = torch.tensor([u.seed for u in units], dtype=torch.int64, device=dev)
-            tokens = torch.full((B, max_new), self.pad, dtype=torch.long, device=dev)
-            logps = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
-            ents = torch.zeros(B, max_new, dtype=torch.float32, device=dev)
-            length = torch.zeros(B, dtype=torch.long, device=dev)
-            stopped = torch.zeros(B, dtype=torch.bool, device=dev)
+            tokens, logps, ents, length, stopped = decode_buffers(B, max_new, self.pad, dev)
             rows = torch.arange(B, device=dev)       # active row -> unit index
             done, budget = torch.zeros(B, dtype=torch.bool, device=dev), budgets
             stops = tuple(x for x in sc.stop if x)
