@@ -103,6 +103,14 @@ def test_vllm_options_from_flags_and_their_errors():
         build(VLLMOptions, {"tensor_parallel": 2}, prefix="vllm.")
 
 
+def test_engine_lora_rank_rounds_up_to_a_value_vllm_accepts():
+    from spiral_bench.backends.vllm_options import engine_lora_rank
+    # vLLM's LoRAConfig takes max_lora_rank in {1, 8, 16, 32, 64, 128, 256, 320, 512} only (r = 4 was refused)
+    assert [engine_lora_rank(r) for r in (1, 2, 4, 8, 9, 32, 300, 512)] == [1, 8, 8, 8, 16, 32, 320, 512]
+    with pytest.raises(ConfigError, match="exceeds"):
+        engine_lora_rank(513)
+
+
 def test_new_run_fields_at_their_defaults_keep_old_run_folders():
     from spiral_bench.run import RunConfig, command_for, run_hash
     cfg = RunConfig(train_seeds=1)        # a run made before these fields existed had one training run

@@ -94,7 +94,8 @@ LAUNCHER = textwrap.dedent("""
             if self.step == int(sys.argv[4]):
                 raise SystemExit(3)
         loop.Run.save_checkpoint = save_and_stop
-    train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
+    if __name__ == "__main__":  # a vLLM rollout engine may spawn processes that import this file
+        train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
 """)
 
 

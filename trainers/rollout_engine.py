@@ -104,11 +104,12 @@ class VLLMRollout:
 
     def __init__(self, cfg, init_path: str, out_dir: Path, rank: int = 0):
         from spiral_bench.backends.vllm import VLLMBackend
+        from spiral_bench.backends.vllm_options import engine_lora_rank
 
         self.lora = bool(cfg.lora.r)
         self.dir = Path(out_dir) / SYNC_DIR / f"rank{rank}"
         shutil.rmtree(self.dir, ignore_errors=True)
-        kw = {"enable_lora": True, "max_lora_rank": cfg.lora.r, "max_loras": 1} if self.lora else {}
+        kw = {"enable_lora": True, "max_lora_rank": engine_lora_rank(cfg.lora.r), "max_loras": 1} if self.lora else {}
         opts = dataclasses.replace(cfg.vllm, lora=None, max_lora_rank=None)
         env = _one_gpu_env(cfg.device)
         if not self.lora:

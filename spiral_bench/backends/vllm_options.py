@@ -50,7 +50,7 @@ class VLLMOptions:
             kw["max_model_len"] = self.max_model_len
         if self.lora is not None:
             kw["enable_lora"] = True
-            kw["max_lora_rank"] = self.max_lora_rank or adapter_rank(self.lora)
+            kw["max_lora_rank"] = self.max_lora_rank or engine_lora_rank(adapter_rank(self.lora))
         own = {f.name for f in dataclasses.fields(self)} | {"enable_lora"}
         clash = sorted(own & set(self.engine_args))
         if clash:
@@ -68,6 +68,18 @@ def check_engine_args(kwargs: dict) -> None:
             hint = difflib.get_close_matches(key, sorted(known), n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(f"vllm engine option {key!r} is not one of vLLM's EngineArgs{extra}")
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)   # the values vLLM's LoRAConfig.max_lora_rank takes
+
+
+def engine_lora_rank(r: int) -> int:
+    """vLLM's max_lora_rank for adapters of rank r: the smallest value it accepts that is >= r (it
+    serves any adapter of rank <= max_lora_rank; r = 4 -> 8)."""
+    for v in VLLM_LORA_RANKS:
+        if v >= r:
+            return v
+    raise ConfigError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")
 
 
 def adapter_rank(path: str) -> int:
