@@ -42,6 +42,7 @@ from .sampling import (
     _Unit,
     _use_decode_attention,
     decode_buffers,
+    left_padded,
     select_tokens,
     token_logprobs,
 )
@@ -123,17 +124,11 @@ class BridgeSampler(Sampler):
         for u in units:
             first.setdefault(u.req, u.prompt)
         distinct = [first[req] for req in batch]
-        plen = torch.tensor([len(p) for p in distinct], device=dev)
+        ids, plen, valid, pos = left_padded(distinct, self.pad, dev)            # [U, P]
         P, B, U = int(plen.max()), len(units), len(distinct)
         budget = torch.tensor([u.budget for u in units], device=dev)
         max_new = int(budget.max())
         L = P + max_new
-        ids = torch.full((U, P), self.pad, dtype=torch.long, device=dev)
-        for i, p in enumerate(distinct):
-            if p:
-                ids[i, P - len(p):] = torch.tensor(p, device=dev)
-        valid = torch.arange(P, device=dev)[None, :] >= (P - plen)[:, None]          # [U, P]
-        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         with _use_decode_attention(model, self.fast_masks) as attn:
             cache = PreallocCache(cfg.num_hidden_layers, L)

@@ -224,6 +224,20 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return lp * mask[:, n_prompt:]
 
 
+def left_padded(prompts: list, pad: int, device) -> tuple[torch.Tensor, ...]:
+    """U prompts (token-id lists) left-padded to P = the longest: ids [U, P] (pad before each
+    prompt), plen [U], valid [U, P] bool (a prompt token), pos [U, P] position ids (0 at a prompt's
+    first token; 0 on padding)."""
+    plen = torch.tensor([len(p) for p in prompts], device=device)
+    P = int(plen.max())
+    ids = torch.full((len(prompts), P), pad, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, P - len(p):] = torch.tensor(p, device=device)
+    valid = torch.arange(P, device=device)[None, :] >= (P - plen)[:, None]
+    return ids, plen, valid, (valid.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def decode_buffers(B: int, max_new: int, pad: int, device) -> tuple[torch.Tensor, ...]:
     """The per-row outputs a decode loop fills: tokens [B, max_new] (pad), log-probs and entropies
     [B, max_new] (fp32 zeros), length [B] (0), stopped [B] (False)."""
@@ -359,17 +373,11 @@ class Sampler:
         keys: dict[tuple, int] = {}
         rep = [keys.setdefault(tuple(u.prompt), len(keys)) for u in units]
         distinct = list(keys)
-        plen = torch.tensor([len(p) for p in distinct], device=dev)
+        ids, plen, valid, pos = left_padded(distinct, self.pad, dev)
         P, B = int(plen.max()), len(units)
         budgets = torch.tensor([u.budget for u in units], device=dev)
         max_new = int(budgets.max())
         L = P + max_new
-        ids = torch.full((len(distinct), P), self.pad, dtype=torch.long, device=dev)
-        for i, p in enumerate(distinct):
-            if p:
-                ids[i, P - len(p):] = torch.tensor(p, device=dev)
-        valid = torch.arange(P, device=dev)[None, :] >= (P - plen)[:, None]      # [U, P]
-        pos = (valid.long().cumsum(-1) - 1).clamp(min=0)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         with _use_decode_attention(model, self.fast_masks) as attn:
             fast = attn.active and self.fast_decode

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -128,26 +127,7 @@ def test_lora_vllm_rollouts_equal_the_hf_path_and_each_step_syncs_the_adapter(tm
     run.rollout.close()
 
 
-LAUNCHER = textwrap.dedent("""
-    import json, sys, time
-    sys.path.insert(0, {tests!r})
-    from fakes import FakeTask
-    from spiral_bench.config import build
-    from spiral_bench.tasks.base import register
-    from spiral_bench.trainers.loop import train
-    from spiral_bench.trainers.train_config import TrainConfig
-
-    class Toy7(FakeTask):
-        "toy7, slowed down."
-        name = "toy7"
-        def reward(self, problem, completion):
-            time.sleep(float(sys.argv[3]))  # slows the run down so the test can kill it mid-step
-            return float("7" in completion)
-
-    if __name__ == "__main__":  # vLLM spawns its engine core
-        register("toy7")(Toy7)
-        train(build(TrainConfig, json.loads(sys.argv[1])), sys.argv[2], progress=False)
-""")
+from test_trainers import LAUNCHER  # noqa: E402  (the trainer tests' launcher: toy7 slowed by argv[3], a __main__ guard)
 
 
 def _kill_tree(p: subprocess.Popen) -> None:
