@@ -105,6 +105,35 @@ def paired_bootstrap(values: Mapping[str, np.ndarray], B: int = 2000, seed=0, le
     return out
 
 
+def gain_ratio(method: float, baseline: float, reference: float, rm, rb, rr, level: float = 0.95) -> dict:
+    """Ratio of two gains over a shared reference (Bridge's "gain ratio": pass@1 gain of the method
+    over the base divided by RL only's), from point means and paired bootstrap replicates (B,):
+
+        ratio = (method - reference) / (baseline - reference)
+
+    CI: percentile interval of the replicate ratios, reported only when the denominator's own
+    percentile CI excludes 0. When it does not (the baseline's gain cannot be told from 0), the
+    ratio's confidence set is unbounded (Fieller), so value and CI are NaN and `defined` is False;
+    the two gains and their CIs are always given (in the units of the inputs).
+    Returns {"value", "ci": [lo, hi], "defined", "method_gain": {"value", "ci"},
+    "baseline_gain": {"value", "ci"}}.
+    """
+    rm, rb, rr = (np.asarray(x, dtype=np.float64) for x in (rm, rb, rr))
+    gm, gb = rm - rr, rb - rr                          # (B,) replicate gains
+    cm, cb = percentile_ci(gm, level), percentile_ci(gb, level)
+    den = float(baseline - reference)
+    defined = bool(np.isfinite(cb).all() and (cb[0] > 0 or cb[1] < 0) and den != 0)
+    if defined:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ci = percentile_ci(gm / gb, level)
+        value, ci = float(method - reference) / den, [float(ci[0]), float(ci[1])]
+    else:
+        value, ci = float("nan"), [float("nan"), float("nan")]
+    return {"value": value, "ci": ci, "defined": defined,
+            "method_gain": {"value": float(method - reference), "ci": [float(cm[0]), float(cm[1])]},
+            "baseline_gain": {"value": den, "ci": [float(cb[0]), float(cb[1])]}}
+
+
 # ----------------------------------------------------------------------------- curves
 def monotone_curve(compute, acc) -> tuple[np.ndarray, np.ndarray]:
     """(..., M) compute > 0 and accuracy -> (log compute sorted ascending, running max of acc)."""

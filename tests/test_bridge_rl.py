@@ -90,3 +90,19 @@ def test_warm_up_trains_only_the_bridge(tmp_path):
     assert all(torch.equal(got[k], sft[k]) for k in base_keys)     # the base is untouched
     assert float(get_bridge(run.model).blocks[0].o.weight.detach().abs().max()) > 0
     assert len(ref) == len(base_keys)
+
+
+def test_bridge_lr_is_its_own_parameter_group(tmp_path):
+    """bridge.lr: the added weights get their own AdamW group at that lr (the run's schedule); with
+    the run's lr 0 one RL step moves the Bridge and nothing else."""
+    cfg = build(TrainConfig, {**BASE, "method": "bridge", "lr": 0.0, "steps": 1, "bridge": {"lr": 5e-2}})
+    loop._prepare_dir(cfg, tmp_path, True)
+    run = loop.Run(cfg, tmp_path, progress=False)
+    assert [g["lr"] for g in run.opt.param_groups] == [0.0, 5e-2]
+    added = {id(p) for p in get_bridge(run.model).parameters()}
+    assert {id(p) for p in run.opt.param_groups[1]["params"]} == added
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    out = loop.train(cfg, tmp_path / "t", progress=False)
+    after = load_model(out, "float32", "cpu")[0].state_dict()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved and all(k.startswith("bridge.") for k in moved), sorted(moved)[:5]

@@ -7,7 +7,7 @@ from scipy import stats as sps
 from scipy.special import betaln
 
 from spiral_bench.estimators import pass_at_k
-from spiral_bench.stats import (MAX_WARNING, PairedBootstrap, accuracy_at, accuracy_gap, bootstrap_counts,
+from spiral_bench.stats import (gain_ratio, MAX_WARNING, PairedBootstrap, accuracy_at, accuracy_gap, bootstrap_counts,
                                 cell_matrices, common_grid, compare, compute_to_reach, load_claims,
                                 monotone_curve, multiplier_max, multipliers, paired_bootstrap,
                                 percentile_ci, verdict)
@@ -259,3 +259,24 @@ def test_planted_4x_multiplier_is_recovered():
         assert not m["censored"] and m["ci"][0] <= M_TRUE <= m["ci"][1], m
         assert m["value"] == pytest.approx(M_TRUE, rel=0.35)
     assert res["multiplier_max"]["ci"][0] <= M_TRUE * 1.5  # "up to" is optimistic, yet not far off
+
+
+def test_gain_ratio_by_hand_and_undefined_when_the_baseline_gain_reaches_zero():
+    # replicates where every gain is known: ratio on each replicate = gm / gb
+    rr = np.array([0.30, 0.31, 0.29, 0.30])
+    rb = rr + np.array([0.04, 0.05, 0.03, 0.04])       # baseline gains 0.03..0.05: CI excludes 0
+    rm = rr + np.array([0.06, 0.05, 0.06, 0.08])       # method gains
+    g = gain_ratio(0.36, 0.34, 0.30, rm, rb, rr)
+    assert g["defined"] and g["value"] == pytest.approx(0.06 / 0.04)
+    want = np.percentile(np.array([0.06, 0.05, 0.06, 0.08]) / np.array([0.04, 0.05, 0.03, 0.04]), [2.5, 97.5])
+    assert g["ci"] == pytest.approx(want)
+    assert g["method_gain"]["value"] == pytest.approx(0.06) and g["baseline_gain"]["value"] == pytest.approx(0.04)
+    assert g["baseline_gain"]["ci"] == pytest.approx(np.percentile([0.04, 0.05, 0.03, 0.04], [2.5, 97.5]))
+    # a baseline gain whose CI reaches 0: the ratio's confidence set is unbounded -> undefined (NaN)
+    rb2 = rr + np.array([0.02, -0.01, 0.01, 0.00])
+    u = gain_ratio(0.36, 0.305, 0.30, rm, rb2, rr)
+    assert not u["defined"] and np.isnan(u["value"]) and np.isnan(u["ci"]).all()
+    assert u["method_gain"]["value"] == pytest.approx(0.06)       # the gains are still reported
+    # a negative baseline gain bounded away from 0 is defined (two losses give a positive ratio)
+    n = gain_ratio(0.28, 0.26, 0.30, rr - 0.02, rr - 0.04, rr)
+    assert n["defined"] and n["value"] == pytest.approx(0.5)

@@ -16,7 +16,9 @@ for a zero advantage: a sibling's tokens change the others' log-probs), and a br
 log-probs come from one group pass
     logp = rl_core.per_token_logprobs(model, ...) inside group_context(model, group, alive_from_mask)
 which equals the lockstep sampler's log-probs (tests/test_bridge.py), so ratio = 1 on-policy.
-Loss, optimizer, schedule: the loop's (all parameters train, Bridge included).
+Loss, optimizer, schedule: the loop's (all parameters train, Bridge included); with `bridge.lr` > 0
+the added weights are their own AdamW parameter group at that peak lr (same schedule), since the
+zero-initialised W_O moves slowly at a base model's lr.
 
 Optional warm-up (`bridge.warmup_steps` > 0, before RL step 1, not on resume): on the first
 `warmup_problems` train problems, `warmup_samples` lockstep samples each from the starting policy;
@@ -47,12 +49,14 @@ class BridgeTrainConfig:
     warmup_problems: int = option(32, min=1, help="warm-up: train problems sampled")
     warmup_samples: int = option(8, min=2, help="warm-up: samples per problem (correct ones kept, >= 2 needed)")
     warmup_lr: float = option(1e-3, min=0.0, help="warm-up: AdamW learning rate of the Bridge weights")
+    lr: float = option(0.0, min=0.0, help="RL: AdamW learning rate of the added (Bridge / P-Match) weights, "
+                       "scheduled like the run's lr (0 = the run's lr)")
 
 
 def setup(run) -> None:
     """Called by Run.__init__ before the optimizer: add the Bridge (unless resumed), sample in
     lockstep, update whole groups, warm up (not on resume)."""
-    from spiral_bench.bridge import BridgeConfig, add_bridge, is_bridged
+    from spiral_bench.bridge import BridgeConfig, add_bridge, get_bridge, is_bridged
     from spiral_bench.bridge_decode import BridgeSampler
 
     from spiral_bench.config import ConfigError
@@ -68,6 +72,11 @@ def setup(run) -> None:
     run.sampler = BridgeSampler(run.model, run.tok)
     run.rollout = HFRollout(run.sampler)  # lockstep rollouts (TrainConfig refuses rollout_backend vllm)
     run.whole_groups = True  # update.forward_batches: whole groups, one trace per unit (no packing)
+    if b.lr:  # the added weights: their own parameter group (loop.Run builds AdamW from run.opt_groups)
+        added = [p for p in get_bridge(run.model).parameters() if p.requires_grad]
+        ids = {id(p) for p in added}
+        rest = [p for p in run.model.parameters() if p.requires_grad and id(p) not in ids]
+        run.opt_groups = [{"params": rest}, {"params": added, "lr": b.lr}]
     resumed = (run.out / "checkpoint" / "trainer_state.pt").is_file()
     if b.warmup_steps and not resumed:
         warm_up(run)

@@ -181,9 +181,9 @@ class Run:
                                         cfg.gradient_checkpointing)
         self.sampler = Sampler(lora.sampling_model(self.par.plain), self.tok)
         self.rollout = rollout_engine.make(self)  # hf: this sampler; vllm: a colocated engine synced every step
-        self.whole_groups = False  # bridge_rl: a group's traces share every forward
+        self.whole_groups, self.opt_groups = False, None  # bridge_rl: a group's traces share every forward; lr groups
         METHOD_SETUP.get(cfg.method, lambda run: None)(self)  # bridge_rl: adds the Bridge, a lockstep sampler
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
+        self.opt = torch.optim.AdamW(self.opt_groups or [p for p in self.model.parameters() if p.requires_grad], lr=cfg.lr,
                                      betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                                      fused=self.device.split(":")[0] in ("cpu", "cuda"))  # one kernel, same maths
         name = {"constant": "constant_with_warmup"}.get(cfg.schedule, cfg.schedule)
