@@ -47,7 +47,9 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
     multiplier_max / pass@k: the "up to" pass@k coverage multiplier of claim_method vs baseline;
     rel_pct_at_max_compute: the relative gap at the largest common compute of the two "all
     primitives" frontiers (deployable families); abs_points / RSA: the matched-cell gap in RSA
-    population accuracy (pass@1) at the largest max_tokens and T. Verdicts from `stats.verdict`
+    population accuracy (pass@1) at the largest max_tokens and T; seq_abs_points / abs_points_pass1:
+    the pass@1 gap at the largest max_tokens (GRSP, Bridge); gain_ratio_pass1: that gap's gain ratio
+    over the base (`stats.gain_ratio`; undefined -> "inconclusive"). Verdicts from `stats.verdict`
     (with the claim's null_value when strict); "not measured" when the quantity is missing.
     """
     run_base = analysis.get("baseline")
@@ -84,18 +86,27 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                          f"setup ({c.get('setup', PAPER_SETUP)}): these rows check the direction and size of the effect here, "
                          f"not the published numbers")     # the same words on every such row: said once
         n_context = len(notes)
-        est, censored = None, False
+        est, censored, undefined = None, False, False
         if absent:
             notes.append(f"this run has no {' or '.join(absent)} to compare")
         elif meth is None or base is None:
             notes.append("no baseline to compare with")
-        elif c["statistic"] == "seq_abs_points":
+        elif c["statistic"] in ("seq_abs_points", "abs_points_pass1", "gain_ratio_pass1"):
             seq = (find_comparison(analysis, meth, base, "sequential") or {}).get("matched") or []
             if seq:
                 g = max(seq, key=lambda x: x["max_tokens"])
-                est = g["abs_points"]
                 notes.append(f"single-trace accuracy (pass@1) at max tokens {g['max_tokens']}: "
                              f"{100 * g['method_mean']:.1f}% vs {100 * g['baseline_mean']:.1f}%")
+                if c["statistic"] != "gain_ratio_pass1":
+                    est = g["abs_points"]
+                elif g.get("gain_ratio"):
+                    est, undefined = _gain_ratio(g["gain_ratio"], meth, base, notes)
+                else:
+                    notes.append("the gain ratio needs the starting checkpoint ('base') swept in the same store")
+                if meth in BRIDGE_METHODS:
+                    notes.append(f"{meth}'s pass@1 is one sample decoded alone (width 1, its direct estimator); "
+                                 f"the paper's may average samples decoded together (width not stated in our "
+                                 f"sources); benchmarks/bench_bridge.py measures both (acc@1, acc@4)")
         elif c["statistic"] in ("tpc_rel_pct", "segments_rel_pct"):
             notes.append("measured from the sweep's saved samples by the report (section Sequential efficiency), "
                          "not in analysis.json")
@@ -120,9 +131,6 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                 est = g["abs_points"]
                 notes.append(f"matched cell {g['cell']} (largest max tokens, then largest T): RSA population "
                              f"accuracy {100 * g['method_mean']:.1f}% vs {100 * g['baseline_mean']:.1f}%")
-        elif c["statistic"] in ("gain_ratio_pass1", "abs_points_pass1"):
-            notes.append("measured by benchmarks/bench_bridge.py (Bridge, RL only, P-Match and the base in one "
-                         "paired bootstrap, groups at width w); not yet computed from a run's analysis")
         else:
             notes.append(f"statistic {c['statistic']!r} is not mapped to a measurement")
         if est is not None and est.get("value") is not None:
@@ -132,6 +140,8 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                                              c["null_value"] if strict else None))
             if strict and row["verdict"] == "inconclusive" and lo is not None and hi is not None:
                 notes.append(f"the CI reaches the no-effect value {c['null_value']} or is undefined")
+        elif undefined:
+            row["verdict"] = "inconclusive"
         elif meth is not None and base is not None and len(notes) == n_context and not absent:
             notes.append("the needed cells are not in the store (or are undefined)")
         if provisional:
@@ -141,6 +151,19 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
     return rows
 
 
+
+
+def _gain_ratio(gr: dict, meth: str, base: str, notes: list) -> tuple[dict | None, bool]:
+    """(estimate or None, undefined) of a matched gap's `gain_ratio` entry; its gains go into notes."""
+    mg, bg = gr["method_gain"], gr["baseline_gain"]
+    pt = lambda v: "n/a" if v is None else f"{v:+.1f}"  # noqa: E731
+    txt = lambda g: f"{pt(g['value'])} pts [{pt(g['ci'][0])}, {pt(g['ci'][1])}]"  # noqa: E731
+    notes.append(f"pass@1 gain over {gr['reference']}: {meth} {txt(mg)}, {base} {txt(bg)}")
+    if gr.get("defined"):
+        return {"value": gr["value"], "ci": gr["ci"]}, False
+    notes.append(f"the ratio is undefined: {base}'s own gain has a CI reaching 0, so the ratio's interval is "
+                 f"unbounded")
+    return None, True
 
 
 def verdict_table(analysis: dict) -> pd.DataFrame:

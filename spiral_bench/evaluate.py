@@ -22,7 +22,10 @@ claim verdicts (`analysis.json`).
 - comparisons: per method != baseline and family (plus "all" = the frontier), `stats.compare`:
   multiplier_max ("up to", CI, censored, warning), multipliers m(a) at the method's levels and at
   FIXED_LEVELS, accuracy gap at equal compute (abs points, rel %) per compute and its max; plus
-  matched-cell gaps: sequential (pass@1 at each L) and rsa (family rsa at the largest L and T).
+  matched-cell gaps: sequential (pass@1 at each L) and rsa (family rsa at the largest L and T);
+  with the starting checkpoint ("base") in the store, each sequential gap also has `gain_ratio`
+  (`stats.gain_ratio` in points: (pass@1_m - pass@1_base) / (pass@1_baseline - pass@1_base),
+  undefined when the baseline's own gain has a CI reaching 0), Bridge's headline statistic.
   Matched-cell gap: abs = 100 (mean_m - mean_b), rel = 100 (mean_m / mean_b - 1), CIs from the
   same paired replicates.
 - claims: one row per claim of `stats.load_claims()` (see `claims.claim_rows`), each marked
@@ -64,6 +67,7 @@ ALL_COMPUTE = ("prompt_tokens",) + COMPUTE_COLS
 FIXED_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 POINT_COLS = ["family", "max_tokens", "k", "set_size", "steps", "pool_size"]
 SCHEMA = "spiral-bench/analysis/1"
+REFERENCE = "base"                            # the starting checkpoint's label: gains over it (gain_ratio)
 RUN_COL = "train_run"                         # the cell store's column naming a method's training run (0, 1, ...)
 BOOTSTRAP_FORMULA = ("replicate mean of method m = sum_r V_m[r]/R_m * sum_p W[p]/P * X_m[r, p]: W = problem "
                      "counts (P draws with replacement, shared by all methods), V_m = counts of R_m draws with "
@@ -266,15 +270,20 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
                                                     (res["gap"]["at_max_compute"] or {}).get("rel_pct", {})
                                                     .get("value"))}
             comparisons.append({"method": m, "baseline": baseline, "family": fam, "compute_unit": compute_col, **res})
-        seq_m = {p["max_tokens"]: p["cell"] for p in sequential.get(m, [])}
-        seq_b = {p["max_tokens"]: p["cell"] for p in sequential.get(baseline, [])}
+        seq_m, seq_b, seq_r = ({p["max_tokens"]: p["cell"] for p in sequential.get(x, [])} for x in (m, baseline, REFERENCE))
         gaps = []
         if seq_m and seq_b:
             (pam, _), (ram, _), idm = curves_of(m, "pass@k")
             (pab, _), (rab, _), idb = curves_of(baseline, "pass@k")
+            ref = curves_of(REFERENCE, "pass@k") if seq_r and REFERENCE not in (m, baseline) else None
             for L in sorted(set(seq_m) & set(seq_b)):
                 i, j = idm.index(seq_m[L]), idb.index(seq_b[L])
                 gaps.append({"max_tokens": L, **_matched_gap(pam[i], pab[j], ram[:, i], rab[:, j], level)})
+                if ref is not None and L in seq_r:   # both methods' pass@1 gains over the starting checkpoint
+                    (par, _), (rar, _), idr = ref
+                    k = idr.index(seq_r[L])
+                    gaps[-1]["gain_ratio"] = {"reference": REFERENCE, **stats.gain_ratio(
+                        100 * pam[i], 100 * pab[j], 100 * par[k], 100 * ram[:, i], 100 * rab[:, j], 100 * rar[:, k], level)}
         comparisons.append({"method": m, "baseline": baseline, "family": "sequential", "compute_unit": "max_tokens",
                             "matched": gaps})
 

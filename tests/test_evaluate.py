@@ -217,6 +217,30 @@ def test_bridge_claims_are_checked_on_a_bridge_run_only():
     a = {"baseline": "grpo", "methods": ["base", "grpo", "bridge"], "comparisons": [], "n_problems": 6}
     rows = claim_rows(a, claims, claim_method="bridge")
     assert [r["claim"] for r in rows] == [c["id"] for c in claims if c.get("method") == "bridge"] != []
-    assert all(r["verdict"] == "not measured" and "bench_bridge" in r["note"] for r in rows)
+    assert all(r["verdict"] == "not measured" and "not in the store" in r["note"] for r in rows)
     spiral = claim_rows({**a, "methods": ["base", "grpo", "spiral"]}, claims, claim_method="spiral")
     assert [r["claim"] for r in spiral] == [c["id"] for c in claims if "method" not in c]
+
+
+@pytest.mark.parametrize("grpo_acc, verdicts", [(0.40, ("supported", "supported")), (0.30, ("inconclusive", "supported"))])
+def test_bridge_rows_from_a_run_store(grpo_acc, verdicts):
+    """Bridge's two rows from a store with base, grpo and bridge pass@1 cells (nested solved sets, so
+    every gain is >= 0 on every replicate): gain ratio (45 - 30) / (grpo - 30), and +5 points over
+    grpo at 40%; with grpo = base the ratio is undefined and its row inconclusive."""
+    one = lambda m, a: rows(m, "pass@k", lambda c: a, [1.0])  # noqa: E731
+    cells = pd.DataFrame(one("base", 0.30) + one("grpo", grpo_acc) + one("bridge", 0.45), columns=CELL_COLUMNS)
+    a = analyze_cells(cells, ["base", "grpo", "bridge"], "grpo", B=500, claim_method="bridge")
+    gr = find_comparison(a, "bridge", "grpo", "sequential")["matched"][0]["gain_ratio"]
+    assert gr["reference"] == "base" and gr["method_gain"]["value"] == pytest.approx(15.0)
+    assert gr["baseline_gain"]["value"] == pytest.approx(100 * (grpo_acc - 0.30))
+    claims = {r["claim"]: r for r in a["claims"]}
+    ratio, pts = claims["bridge_gain_ratio_pass1"], claims["bridge_pass1_gain_over_rl"]
+    if grpo_acc > 0.30:
+        assert gr["defined"] and gr["value"] == pytest.approx(1.5) and 1.0 < gr["ci"][0] < 1.5 < gr["ci"][1]
+        assert ratio["measured"] == pytest.approx(1.5)
+    else:
+        assert not gr["defined"] and gr["value"] is None and ratio["measured"] is None
+        assert "undefined" in ratio["note"]
+    assert pts["measured"] == pytest.approx(100 * (0.45 - grpo_acc))
+    assert (ratio["verdict"], pts["verdict"]) == verdicts
+    assert "width 1" in pts["note"] and "base: bridge +15.0 pts" in ratio["note"]

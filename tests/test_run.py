@@ -310,5 +310,11 @@ def test_run_method_bridge_end_to_end(tmp_path):
         "base": "pooled", "grpo": "pooled", "bridge": "direct"}
     a = json.loads((run_dir / "analysis.json").read_text())
     assert a["baseline"] == "grpo" and a["estimators"]["bridge"] == ["direct"]
-    assert {c["claim"] for c in a["claims"]} == {"bridge_gain_ratio_pass1", "bridge_pass1_gain_over_rl"}
+    rows = {c["claim"]: c for c in a["claims"]}
+    assert set(rows) == {"bridge_gain_ratio_pass1", "bridge_pass1_gain_over_rl"}
+    gap = next(c for c in a["comparisons"] if (c["method"], c["family"]) == ("bridge", "sequential"))["matched"][-1]
+    assert rows["bridge_pass1_gain_over_rl"]["measured"] == pytest.approx(gap["abs_points"]["value"])
+    gr = gap["gain_ratio"]                             # computed from the run's base, grpo and bridge cells
+    assert gr["reference"] == "base" and rows["bridge_gain_ratio_pass1"]["verdict"] != "not measured"
+    assert rows["bridge_gain_ratio_pass1"]["measured"] == (gr["value"] if gr["defined"] else None)
     assert "bridge direct" in (run_dir / "report.md").read_text()
