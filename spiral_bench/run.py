@@ -39,28 +39,21 @@ peak_rss_mb is the process's peak resident memory so far (ru_maxrss) when the st
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import hashlib
 import json
 import os
-import platform
 import shlex
-import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from .backends.vllm_options import VLLMOptions
 from .config import ConfigError, build, config_hash, option, to_dict
-from .fileio import write_json
 from .jobs import peak_rss_mb
+from .manifest import Manifest, data_files, git_info, hardware, now, versions
 
 SCHEMA = "spiral-bench/run/1"
 RUN_METHODS = ("spiral", "grpo", "grsp", "lcpo", "bridge", "pmatch")
-PACKAGES = ("spiral-bench", "torch", "transformers", "tokenizers", "datasets", "numpy", "pandas", "scipy",
-            "pyarrow", "math-verify", "lm_eval", "trl", "vllm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,94 +190,6 @@ def command_for(cfg: RunConfig, out: str | os.PathLike) -> str:
     return shlex.join(args + ["--out", str(out)])
 
 
-# ------------------------------------------------------------------------ manifest facts
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = version(p)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _git() -> dict:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return {"commit": commit or None, "dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
-def _hardware(device: str) -> dict:
-    import torch
-    hw = {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
-          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device}
-    if torch.cuda.is_available():
-        hw["gpu"] = torch.cuda.get_device_name(0)
-        hw["gpu_count"] = torch.cuda.device_count()
-    return hw
-
-
-def _data_files(task) -> dict:
-    """sha256 of every local data file the task reads (procedural tasks read none)."""
-    d, files = getattr(task, "data_dir", None), getattr(task, "files", {}) or {}
-    out = {}
-    for rel in files.values():
-        p = Path(d, rel) if d else None
-        if p is not None and p.is_file():
-            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-class _Manifest:
-    """manifest.json kept up to date as stages run (status, wall seconds summed over attempts)."""
-
-    def __init__(self, path: Path, base: dict):
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        self.path, self.data = path, {**base, "stages": old.get("stages", {}), "started": old.get("started") or _now()}
-        self.echo = lambda line: print(line, flush=True)    # tqdm's write while a stages bar is shown
-        self.save()
-
-    def save(self) -> None:
-        write_json(self.path, self.data, default=str)
-
-    def start(self, name: str, quiet: bool = False) -> dict:
-        st = self.data["stages"].setdefault(name, {"seconds": 0.0})
-        st["status"] = "running"
-        self.save()
-        self.echo(f"== {name}" + (" started" if quiet else ""))
-        return st
-
-    def finish(self, name: str, seconds: float, rss_mb: float, status: str, announce: bool = False) -> None:
-        st = self.data["stages"][name]
-        st["status"] = status
-        st["seconds"] = round(st.get("seconds", 0.0) + seconds, 2)
-        st["peak_rss_mb"] = round(rss_mb, 1)
-        self.save()
-        if announce:
-            self.echo(f"== {name} {status} ({seconds:.0f} s)")
-
-    @contextmanager
-    def stage(self, name: str):
-        st = self.start(name)
-        t0, status = time.perf_counter(), "failed"
-        try:
-            yield st
-            status = "done"
-        finally:
-            self.finish(name, time.perf_counter() - t0, peak_rss_mb(), status)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _link(target: Path, link: Path) -> None:
     """link -> target (relative symlink), replacing an old link."""
     link.parent.mkdir(parents=True, exist_ok=True)
@@ -369,12 +274,12 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
         raise ConfigError(f"{rd} holds a run with a different config (run.yaml); use another --out")
     p.write_text(text)
     sft_cfg = None if first.model else sft_config_for(first)
-    git, versions = _git(), _versions()
-    man = _Manifest(rd / "manifest.json", {
+    git, vers = git_info(), versions()
+    man = Manifest(rd / "manifest.json", {
         "schema": SCHEMA, "run": to_dict(cfg), "run_hash": run_hash(cfg), "run_dir": str(rd),
         "command": command_for(cfg, out),
-        "reproduce": _reproduce_commands(cfg, out, rd, git, versions), "git": git, "versions": versions,
-        "hardware": _hardware(cfg.device),
+        "reproduce": _reproduce_commands(cfg, out, rd, git, vers), "git": git, "versions": vers,
+        "hardware": hardware(cfg.device),
         "seeds": {"run": cfg.seed, "train": cfg.seed, "sweep": cfg.seed, "bootstrap": cfg.seed,
                   "sft_init": first.sft.init_seed, "sft_data": first.sft.seed,
                   **({"train_runs": {f"run{i}": cfg.seed + i for i in range(cfg.train_seeds)}}
@@ -382,7 +287,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
         "config_hashes": {"run": run_hash(cfg), "grid": config_hash(grid),
                           **({"sft": config_hash(sft_cfg)} if sft_cfg else {}),
                           **{run_label(m, i): config_hash(c) for i, r in enumerate(runs) for m, c in r.items()}},
-        "task": {"name": task.name, "options": first.task_options}, "data_files": _data_files(task),
+        "task": {"name": task.name, "options": first.task_options}, "data_files": data_files(task),
         "grid": to_dict(grid), "models": {}, "pairing": None})
     models = man.data["models"]
 
@@ -486,7 +391,7 @@ def run_pipeline(cfg: RunConfig, out: str | os.PathLike = "results", progress: b
                                     claim_method=next((m for m in ("spiral", "bridge") if m in tcfgs), None), context=context)
         man.data["grader_errors"] = ev.note_grader_errors(analysis, rd)
         ev.write_analysis(analysis, rd)
-    man.data["finished"] = _now()
+    man.data["finished"] = now()
     man.save()
     with man.stage("report"):
         from .report import write_report

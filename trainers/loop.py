@@ -61,21 +61,14 @@ import yaml
 from spiral_bench.backends.base import Request, Sample, SamplingConfig, derive_seed
 from spiral_bench.config import ConfigError, to_dict
 from spiral_bench.fileio import read_jsonl, swap_dir, write_atomic
-from spiral_bench.trainers import distributed, lora, rl_core, rollout_engine, update
+from spiral_bench.trainers import distributed, lora, rl_core, rollout_engine, step_metrics, update
+from spiral_bench.trainers.step_metrics import METRIC_FIELDS
 from spiral_bench.trainers.train_config import TrainConfig
 from spiral_bench.trainers.sft import SFTConfig, ensure_sft_base
 
 METHODS: dict[str, Callable] = {}
 METHOD_METRICS: dict[str, tuple[Callable, Callable]] = {}
 METHOD_SETUP: dict[str, Callable] = {}  # method -> fn(run), before the optimizer (bridge_rl: add the Bridge)  # method -> (sums(cfg) -> names, summary(cfg, sums) -> row)
-METRIC_FIELDS = (
-    "step", "loss", "lr", "grad_norm",
-    "search_reward", "search_acc", "search_len", "search_truncated", "search_entropy",
-    "agg_reward", "agg_acc", "agg_len", "agg_truncated",
-    "adv_mean", "adv_std", "adv_frac_zero", "n_search_traces", "n_agg_traces", "n_loss_traces",
-    "prompts_sampled", "prompts_used", "generated_tokens", "generated_tokens_per_prompt",
-    "total_generated_tokens", "ratio_max_dev", "logprob_gap", "sync_seconds", "rollout_seconds", "update_seconds",
-    "seconds", "elapsed")
 
 
 def register_method(name: str, sums: Callable | None = None, summary: Callable | None = None):
@@ -325,7 +318,7 @@ class Run:
         self.opt.zero_grad(set_to_none=True)
         red = _all_reduce(torch.tensor([loss_sum], dtype=torch.float64))
         return {"loss": float(red[0]), "lr": lr, "grad_norm": float(norm),
-                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0]), "logprob_gap": _div(*_all_reduce(gap))}
+                "ratio_max_dev": float(_all_reduce(ratio_dev, "max")[0]), "logprob_gap": step_metrics.ratio(*_all_reduce(gap))}
 
     def train_step(self) -> dict:
         """Run step self.step + 1 and return its metrics row (global over ranks)."""
@@ -337,41 +330,14 @@ class Run:
         t1 = time.perf_counter()
         rolls, used, sampled = self._rollouts(step)
         t2 = time.perf_counter()
-        acc = [0.0] * 17
-        for r in rolls:
-            for t in r.traces:
-                o = 0 if t.role == rl_core.SEARCH else 5
-                for i, x in enumerate((1, t.reward, float(t.reward >= 1.0), t.sample.completion_tokens,
-                                       float(t.sample.truncated))):
-                    acc[o + i] += x
-                acc[15] += t.sample.completion_tokens
-                if t.role == rl_core.SEARCH:
-                    acc[16] += t.sample.entropy
-        for r in used:
-            for t in r.traces:
-                if t.keep:
-                    for i, x in enumerate((1, t.advantage, t.advantage ** 2, float(t.advantage == 0.0))):
-                        acc[10 + i] += x
-        acc[14] = len(used)
+        acc = step_metrics.rollout_sums(rolls, used)
         v = _all_reduce(torch.tensor(acc + list(self.method_sums.values()), dtype=torch.float64))
-        sums = dict(zip(self.method_sums, v[17:].tolist()))
+        sums = dict(zip(self.method_sums, v[step_metrics.N_SUMS:].tolist()))
         t3 = time.perf_counter()
         upd = self._update(used)
         upd.update(sync_seconds=t1 - t0, rollout_seconds=t2 - t1, update_seconds=time.perf_counter() - t3)
-        gen = int(v[15])
-        self.total_generated += gen
-        n_adv = float(v[10])
-        mean = _div(v[11], v[10])
-        row = {"step": step, **upd,
-               "search_reward": _div(v[1], v[0]), "search_acc": _div(v[2], v[0]), "search_len": _div(v[3], v[0]),
-               "search_truncated": _div(v[4], v[0]), "search_entropy": _div(v[16], v[3]),
-               "agg_reward": _div(v[6], v[5]), "agg_acc": _div(v[7], v[5]), "agg_len": _div(v[8], v[5]),
-               "agg_truncated": _div(v[9], v[5]),
-               "adv_mean": mean, "adv_std": None if mean is None else max(0.0, float(v[12]) / n_adv - mean ** 2) ** 0.5,
-               "adv_frac_zero": _div(v[13], v[10]), "n_search_traces": int(v[0]), "n_agg_traces": int(v[5]),
-               "n_loss_traces": int(v[10]), "prompts_sampled": sampled, "prompts_used": int(v[14]),
-               "generated_tokens": gen, "generated_tokens_per_prompt": gen / max(1, sampled),
-               "total_generated_tokens": self.total_generated}
+        self.total_generated += int(v[15])
+        row = {"step": step, **upd, **step_metrics.rollout_row(v, sampled, self.total_generated)}
         self.step = step
         sec = time.perf_counter() - t0
         self.elapsed += sec
@@ -406,10 +372,6 @@ class Run:
             swap_dir(tmp, self.out / "final")
         _barrier()
         return self.out / "final"
-
-
-def _div(a, b):
-    return None if float(b) == 0 else float(a) / float(b)
 
 
 def _prepare_dir(cfg: TrainConfig, out: Path, is_main: bool) -> None:
