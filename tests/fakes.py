@@ -8,6 +8,12 @@ ScriptedBackend: one token = one character. Sample j of a request is `policy(pro
 with seed = sample_seed(request.seed, j), cut to max_new_tokens characters (finish_reason
 "length" when cut, else "stop"). prompt_tokens = len(prompt). It logs every call and counts the
 tokens it generated, and can raise after a given number of calls (to simulate a crash).
+
+Toy7 (registered as task "toy7"): a FakeTask whose reward is 1 iff the completion contains '7'
+(rewards vary inside a group from the first step), the trainer tests' task.
+
+arithmetic_prompts / requests_for: the prompts of the first n arithmetic test problems and one
+Request per prompt (seed seed0 + i), as the real-engine tests compare backends on them.
 """
 from __future__ import annotations
 
@@ -16,8 +22,8 @@ import re
 import time
 from collections import Counter
 
-from spiral_bench.backends.base import Sample, sample_seed
-from spiral_bench.tasks.base import Problem, Task
+from spiral_bench.backends.base import Request, Sample, sample_seed
+from spiral_bench.tasks.base import Problem, Task, register
 
 INFO = {"n_params_nonembedding": 1000, "n_layers": 2, "d_model": 8, "n_params": 1500}
 _ANS = re.compile(r"ANSWER=(\S{1,40})")
@@ -150,3 +156,25 @@ class ScriptedBackend:
 
     def model_info(self):
         return dict(self.info)
+
+
+def arithmetic_prompts(n: int = 8) -> list[str]:
+    from spiral_bench.tasks import get_task
+
+    task = get_task("arithmetic")
+    return [task.prompt(p) for p in task.problems("test", n=n)]
+
+
+def requests_for(prompts, n: int, seed0: int = 0, L: int | None = None) -> list[Request]:
+    return [Request(p, n=n, seed=seed0 + i, max_new_tokens=L) for i, p in enumerate(prompts)]
+
+
+class Toy7(FakeTask):
+    """A fake task for the trainer tests: reward 1 iff the completion contains '7'."""
+    name = "toy7"
+
+    def reward(self, problem, completion):
+        return float("7" in completion)
+
+
+register("toy7")(Toy7)

@@ -15,14 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from spiral_bench.config import ConfigError, build
-from spiral_bench.tasks.base import register
 from spiral_bench.trainers import grsp, loop
 from spiral_bench.trainers.grsp import GRSPConfig
 from spiral_bench.trainers.train_config import TrainConfig, budget_tokens_per_prompt, make_config
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from fakes import FakeTask  # noqa: E402
+from fakes import Toy7  # noqa: E402,F401 (registers task toy7)
 
 approx = pytest.approx
 
@@ -222,16 +221,7 @@ def dataclasses_fields(cls):
 
 
 # ------------------------------------------------------------------------------------- in the loop
-class Toy7G(FakeTask):
-    """reward 1 iff the completion contains '7' (as tests/test_trainers.py's toy7)."""
-    name = "toy7g"
-
-    def reward(self, problem, completion):
-        return float("7" in completion)
-
-
-register("toy7g")(Toy7G)
-BASE = {"task": "toy7g", "task_options": {"n": 16}, "model": "tiny-1m", "train_problems": 16, "steps": 2,
+BASE = {"task": "toy7", "task_options": {"n": 16}, "model": "tiny-1m", "train_problems": 16, "steps": 2,
         "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 10, "lr": 1e-3, "checkpoint_every": 2,
         "micro_batch_size": 0}
 

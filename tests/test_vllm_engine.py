@@ -24,6 +24,7 @@ from spiral_bench.backends import Request, SamplingConfig  # noqa: E402
 from spiral_bench.backends.hf import HFBackend  # noqa: E402
 from spiral_bench.config import ConfigError  # noqa: E402
 from spiral_bench.tasks import get_task  # noqa: E402
+from fakes import arithmetic_prompts, requests_for  # noqa: E402
 
 LP_TOL = 1e-4   # sampled log-prob vs teacher-forced log_softmax(logits / T), fp32
 
@@ -40,12 +41,10 @@ def engines():
 
 @pytest.fixture(scope="module")
 def prompts():
-    task = get_task("arithmetic")
-    return [task.prompt(p) for p in task.problems("test", n=8)]
+    return arithmetic_prompts(8)
 
 
-def _reqs(prompts, n, seed0=0, L=None):
-    return [Request(p, n=n, seed=seed0 + i, max_new_tokens=L) for i, p in enumerate(prompts)]
+_reqs = requests_for
 
 
 def test_greedy_tokens_equal_the_hf_backend(engines, prompts):

@@ -31,24 +31,13 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from spiral_bench.config import build  # noqa: E402
-from spiral_bench.tasks.base import register  # noqa: E402
 from spiral_bench.trainers import loop  # noqa: E402
 from spiral_bench.trainers.train_config import TrainConfig  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from fakes import FakeTask  # noqa: E402
+from fakes import Toy7  # noqa: E402,F401 (registers task toy7)
 
-
-class Toy7(FakeTask):
-    """Reward 1 iff the completion contains '7' (rewards vary inside a group from the first step)."""
-    name = "toy7"
-
-    def reward(self, problem, completion):
-        return float("7" in completion)
-
-
-register("toy7")(Toy7)
 
 BASE = {"task": "toy7", "task_options": {"n": 16}, "model": "tiny-1m", "train_problems": 16, "steps": 2,
         "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 12, "lr": 2e-2, "checkpoint_every": 1,
