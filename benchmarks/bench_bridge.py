@@ -128,12 +128,11 @@ def main(argv=None) -> None:
     print("\npass@1 (acc@w) gain over the base, and gain ratio vs RL only (paper: Bridge 5.85 / 4.20 = 1.39x)")
     for w in dict.fromkeys(w for w in (1, G) if w in a.widths):
         j = a.widths.index(w)
-        g_rl = gain_ratio(point["rl_only"][j, 0], point["rl_only"][j, 0], point["base"][j, 0],
-                          reps["rl_only"][:, j, 0], reps["rl_only"][:, j, 0], reps["base"][:, j, 0])["method_gain"]
+        gr = {m: gain_ratio(point[m][j, 0], point["rl_only"][j, 0], point["base"][j, 0],
+                            reps[m][:, j, 0], reps["rl_only"][:, j, 0], reps["base"][:, j, 0]) for m in ("bridge", "pmatch")}
+        g_rl = gr["bridge"]["baseline_gain"]                       # RL only's gain over the base, with its CI
         print(f"w={w:<2d} rl_only gain={g_rl['value']:+.4f} [{g_rl['ci'][0]:+.4f}, {g_rl['ci'][1]:+.4f}]")
-        for m in ("bridge", "pmatch"):
-            g = gain_ratio(point[m][j, 0], point["rl_only"][j, 0], point["base"][j, 0],
-                           reps[m][:, j, 0], reps["rl_only"][:, j, 0], reps["base"][:, j, 0])
+        for m, g in gr.items():
             ratio = (f"ratio={g['value']:.2f} [{g['ci'][0]:.2f}, {g['ci'][1]:.2f}]" if g["defined"]
                      else "ratio undefined (RL only's gain CI reaches 0)")
             d = percentile_ci(reps[m][:, j, 0] - reps["rl_only"][:, j, 0], 0.95)

@@ -336,8 +336,9 @@ class Run:
         t3 = time.perf_counter()
         upd = self._update(used)
         upd.update(sync_seconds=t1 - t0, rollout_seconds=t2 - t1, update_seconds=time.perf_counter() - t3)
-        self.total_generated += int(v[15])
-        row = {"step": step, **upd, **step_metrics.rollout_row(v, sampled, self.total_generated)}
+        roll = step_metrics.rollout_row(v, sampled)
+        self.total_generated += roll["generated_tokens"]
+        row = {"step": step, **upd, **roll, "total_generated_tokens": self.total_generated}
         self.step = step
         sec = time.perf_counter() - t0
         self.elapsed += sec

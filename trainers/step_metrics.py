@@ -50,9 +50,9 @@ def rollout_sums(rolls, used) -> list[float]:
     return acc
 
 
-def rollout_row(v, sampled: int, total_generated: int) -> dict:
-    """The rollout fields of a metrics row from the all-reduced sums v (N_SUMS,), the prompts
-    sampled and the run's total generated tokens so far."""
+def rollout_row(v, sampled: int) -> dict:
+    """The rollout fields of a metrics row from the all-reduced sums v (N_SUMS,) and the prompts
+    sampled (the loop adds the run's total_generated_tokens)."""
     gen, n_adv, mean = int(v[15]), float(v[10]), ratio(v[11], v[10])
     return {"search_reward": ratio(v[1], v[0]), "search_acc": ratio(v[2], v[0]), "search_len": ratio(v[3], v[0]),
             "search_truncated": ratio(v[4], v[0]), "search_entropy": ratio(v[16], v[3]),
@@ -61,5 +61,4 @@ def rollout_row(v, sampled: int, total_generated: int) -> dict:
             "adv_mean": mean, "adv_std": None if mean is None else max(0.0, float(v[12]) / n_adv - mean ** 2) ** 0.5,
             "adv_frac_zero": ratio(v[13], v[10]), "n_search_traces": int(v[0]), "n_agg_traces": int(v[5]),
             "n_loss_traces": int(v[10]), "prompts_sampled": sampled, "prompts_used": int(v[14]),
-            "generated_tokens": gen, "generated_tokens_per_prompt": gen / max(1, sampled),
-            "total_generated_tokens": total_generated}
+            "generated_tokens": gen, "generated_tokens_per_prompt": gen / max(1, sampled)}
