@@ -17,6 +17,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the real vLLM engine on the CPU (`pytest -m vllm`): eager and in-process. A default engine start is
+# ~50 s there (torch.compile, and spawning vLLM's engine-core and worker processes, each importing
+# vllm); this one ~4 s after the first (spiral_bench/backends/vllm.py; BENCHMARKS.md, "CI time").
+# Tests of the engine's own processes (tests/test_vllm_eval.py) put the defaults back.
+os.environ.setdefault("SPIRAL_BENCH_VLLM_ENGINE_ARGS", '{"enforce_eager": true, "distributed_executor_backend": "uni"}')
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
 FULL_DATA = os.environ.get("SPIRAL_BENCH_DATA") or None  # the full benchmark files, where the caller has them

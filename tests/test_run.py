@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+pytestmark = pytest.mark.e2e   # .ci/min_versions leaves it out: the README's test command runs it
+
 from spiral_bench.cli import build_parser, main
 from spiral_bench.evaluate import POINT_COLS, point_id, verdict_table
 from spiral_bench.run import RunConfig, command_for, load_run_config

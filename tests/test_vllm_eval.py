@@ -43,6 +43,11 @@ def evals(tmp_path_factory):
     from spiral_bench.cli import main
     from spiral_bench.models import build_tiny, save
 
+    # vLLM's own engine processes (engine core, worker), as a user's run starts them: this module
+    # checks they are released (tests/conftest.py runs the other tests' engines in-process, eager)
+    saved = {k: os.environ.get(k) for k in ("VLLM_ENABLE_V1_MULTIPROCESSING", "SPIRAL_BENCH_VLLM_ENGINE_ARGS")}
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
+    os.environ["SPIRAL_BENCH_VLLM_ENGINE_ARGS"] = '{"enforce_eager": true}'
     root = tmp_path_factory.mktemp("vllm-eval")
     ckpt = {}
     for name, seed in (("a", 0), ("b", 1)):
@@ -61,6 +66,8 @@ def evals(tmp_path_factory):
     deadline = time.time() + 30
     while _children() - before and time.time() < deadline:
         time.sleep(0.5)
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     return out, secs, _children() - before
 
 

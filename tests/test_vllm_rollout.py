@@ -166,13 +166,15 @@ def test_full_weight_vllm_rollouts_resume_after_kill9_with_identical_weights(tmp
     assert not list(run.glob(".rollout_sync/*/step-*"))  # full-weight sync folders are removed once loaded
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+@pytest.mark.parametrize("strategy", ["ddp"])
 def test_torchrun_two_processes_with_vllm_rollouts_match_one(tmp_path, monkeypatch, strategy):
     """`torchrun --nproc_per_node=2` (gloo) with vLLM rollouts: each rank's own engine samples its
-    share of the prompts and is synced from that rank's policy (fsdp: full fine-tuning, the unsharded
-    copy reloaded in place; ddp: LoRA, the adapter through LoRARequest). After 3 steps the weights
-    (LoRA: the adapters) equal one process's within 1e-4, the same traces were drawn, and every step
-    sampled the trainer's weights (log-prob gap < 1e-4)."""
+    share of the prompts and is synced from that rank's policy (ddp: LoRA, the adapter through
+    LoRARequest). After 3 steps the adapters equal one process's within 1e-4, the same traces were
+    drawn, and every step sampled the trainer's weights (log-prob gap < 1e-4). FSDP2 (full weights,
+    the unsharded copy reloaded in place) with vLLM rollouts on 2 processes: the README's command
+    (tests/test_docs.py -m vllm, log-prob gap < 1e-4 at every step); FSDP2 1 vs 2 processes:
+    tests/test_distributed.py (slow). (The fsdp case here was dropped from CI time: issue 25.)"""
     from test_trainers import train_one_and_two_processes
 
     monkeypatch.setenv("SPIRAL_BENCH_CACHE", str(tmp_path / "cache"))

