@@ -6,7 +6,14 @@ Input: lm-eval's `--log_samples` file (samples_<task>_<date>.jsonl; its per-samp
 the mapping), or one JSON object per line (blank lines are skipped; every other line is data):
   problem_id (str, required), sample_id (int, required), correct (bool or number in [0, 1],
   required), method (str, default "default"), answer (str or null = abstain; used for maj@k),
-  prompt_tokens, completion_tokens (ints >= 0).
+  prompt_tokens, completion_tokens (ints >= 0), group (str or int: samples of one problem with the
+  same group were decoded together, e.g. a Bridge group or any interdependent sampler).
+Samples decoded together are not independent draws, so the pooled subset estimators do not apply to
+them (`spiral_bench.estimators`, "Independence"): a method whose lines carry `group` (all of them, in
+groups of one size w per method) is measured directly at its groups' width, k in {1, w}: pass@1 =
+mean correct of its samples, pass@w = mean over groups of "any sample correct", maj@w = mean over
+groups of the group's majority vote (the width-direct estimators of the cell store; the summary
+names the method's estimator). Without `group` every sample of a problem is an independent draw.
 Validation collects every bad line and raises one `AnalyzeInputError` (a ValueError) listing
 them by line number; nothing is dropped. Also errors: a repeated (method, problem_id, sample_id);
 a token field present on some lines but not others (compute must be in one unit); `answer`
@@ -47,7 +54,7 @@ from spiral_bench.fileio import write_json
 from spiral_bench.lm_eval_samples import DEFAULT_METRIC, is_lm_eval_samples, read_lm_eval_samples
 from spiral_bench.stats import PairedBootstrap, compare, percentile_ci
 
-KNOWN = {"problem_id", "sample_id", "correct", "method", "answer", "prompt_tokens", "completion_tokens"}
+KNOWN = {"problem_id", "sample_id", "correct", "method", "answer", "prompt_tokens", "completion_tokens", "group"}
 TOKEN_KEYS = ("prompt_tokens", "completion_tokens")
 
 
@@ -82,6 +89,8 @@ def _check(obj) -> list[str]:
             errs.append(f"correct must be a bool or a number in [0, 1], got {c!r}")
     if "method" in obj and not (isinstance(obj["method"], str) and obj["method"]):
         errs.append(f"method must be a non-empty string, got {obj['method']!r}")
+    if "group" in obj and not (isinstance(obj["group"], str) or _is_int(obj["group"])):
+        errs.append(f"group must be a string or an integer, got {obj['group']!r}")
     if "answer" in obj and not (obj["answer"] is None or isinstance(obj["answer"], str)):
         errs.append(f"answer must be a string or null, got {obj['answer']!r}")
     for key in TOKEN_KEYS:
@@ -111,7 +120,8 @@ def read_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
     rows: list[tuple[int, dict]] = []
     unknown: dict[str, int] = {}
     lm_eval = is_lm_eval_samples(path)
-    objs, errors = read_lm_eval_samples(path, metric, rescore, include_paths) if lm_eval else _parse(path)
+    notes: list[str] = []
+    objs, errors = read_lm_eval_samples(path, metric, rescore, include_paths, notes) if lm_eval else _parse(path)
     for n, obj in objs:
         msgs = _check(obj)
         errors.extend((n, m) for m in msgs)
@@ -142,6 +152,8 @@ def read_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
         if any("answer" in o for _, o in rs) and not all("answer" in o for _, o in rs):
             errors.extend((n, f"lacks 'answer', which other lines of method {m!r} give (use null to abstain)")
                           for n, o in rs if "answer" not in o)
+        if any("group" in o for _, o in rs):
+            errors.extend(_group_errors(m, rs))
     if len(by_method) > 1:
         probs = {m: {o["problem_id"] for _, o in rs} for m, rs in by_method.items()}
         every = set().union(*probs.values())
@@ -152,8 +164,48 @@ def read_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
                                   f"have (comparisons are paired by problem)"))
     if errors:
         raise AnalyzeInputError(path, sorted(errors, key=lambda e: e[0]))
-    warnings = [f"unknown key {k!r} ignored (first on line {n})" for k, n in sorted(unknown.items())]
+    warnings = notes + [f"unknown key {k!r} ignored (first on line {n})" for k, n in sorted(unknown.items())]
     return rows, warnings
+
+
+def _group_errors(method: str, rs: list[tuple[int, dict]]) -> list[tuple[int, str]]:
+    """A method that declares groups: every line has one, and every group has the same size."""
+    errs = [(n, f"lacks 'group', which other lines of method {method!r} give (samples decoded together "
+                f"cannot be mixed with independent ones)") for n, o in rs if "group" not in o]
+    sizes: dict[tuple, list[int]] = defaultdict(list)
+    for n, o in rs:
+        if "group" in o:
+            sizes[(o["problem_id"], o["group"])].append(n)
+    widths = {len(v) for v in sizes.values()}
+    if len(widths) > 1:
+        errs.append((0, f"method {method!r}: groups of unequal sizes {sorted(widths)}; samples decoded together "
+                        f"are scored at their group's width, one width per method"))
+    return errs
+
+
+def _grouped(ps: list[list[dict]]) -> tuple[list[list[list[dict]]], int]:
+    """Per problem its groups (lists of samples), and the groups' width w."""
+    out = []
+    for s in ps:
+        g: dict = defaultdict(list)
+        for o in s:
+            g[o["group"]].append(o)
+        out.append(list(g.values()))
+    return out, len(out[0][0])
+
+
+def _direct_scores(groups: list[list[list[dict]]], ks: np.ndarray, seed: int, with_answers: bool):
+    """Width-direct pass@k and maj@k (P, K) for k in {1, w}: pass@1 = mean correct, pass@w = mean over
+    groups of max correct; maj@1 / maj@w from each group's own pool (maj@w: the group's vote)."""
+    pk = np.zeros((len(groups), len(ks)))
+    mk = np.zeros((len(groups), len(ks))) if with_answers else None
+    for i, gs in enumerate(groups):
+        corr = [[float(o["correct"]) for o in g] for g in gs]
+        for j, k in enumerate(ks):
+            pk[i, j] = np.mean([np.mean(c) if k == 1 else max(c) for c in corr])
+        if with_answers:
+            mk[i] = maj_at_k([[o["answer"] for o in g] for g in gs], corr, ks, seed=seed).mean(axis=0)
+    return pk, mk
 
 
 def _clean(x):
@@ -208,22 +260,33 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
     for m in methods:
         ps = [sorted(pools[m][p], key=lambda o: o["sample_id"]) for p in problems]
         sizes = np.array([len(s) for s in ps])
-        K = int(sizes.min())
-        ks = np.arange(1, K + 1)
-        corr = np.full((len(ps), int(sizes.max())), np.nan)
-        for i, s in enumerate(ps):
-            corr[i, : len(s)] = [float(o["correct"]) for o in s]
-        pk = pass_at_k_pool(corr, ks)  # (P, K)
+        grouped = "group" in ps[0][0]
+        if grouped:       # decoded together: measured at the groups' width only
+            groups, w = _grouped(ps)
+            ks = np.unique([1, w])
+            pk, mk = _direct_scores(groups, ks, seed, "answer" in ps[0][0])
+            K = int(w)
+        else:
+            K = int(sizes.min())
+            ks = np.arange(1, K + 1)
+            corr = np.full((len(ps), int(sizes.max())), np.nan)
+            for i, s in enumerate(ps):
+                corr[i, : len(s)] = [float(o["correct"]) for o in s]
+            pk = pass_at_k_pool(corr, ks)  # (P, K)
         prompt, gen = _cell_tokens(ps, ks)
         comp = gen if has_gen else np.broadcast_to(ks.astype(np.float64), (len(ps), K)).copy()  # (P, K)
         if not (comp.mean(axis=0) > 0).all():
             raise AnalyzeInputError(path, [(0, f"method {m!r}: every sample has completion_tokens 0; "
                                                f"compute must be > 0")])
-        block = {"n_problems": len(problems), "n_samples_min": K, "n_samples_max": int(sizes.max()),
+        block = {"n_problems": len(problems), "n_samples_min": int(sizes.min()), "n_samples_max": int(sizes.max()),
+                 "estimator": (f"direct: groups of {K} samples decoded together, k in {ks.tolist()}" if grouped
+                               else "pooled: independent samples, every k-subset"),
                  "pass@k": _table(pk, boot, ks, level), "maj@k": {}}
         if has_prompt:
             block["prompt_tokens@k"] = {str(k): float(c) for k, c in zip(ks, prompt.mean(axis=0))}
-        if "answer" in ps[0][0]:
+        if "answer" in ps[0][0] and grouped:
+            block["maj@k"] = _table(mk, boot, ks, level)
+        elif "answer" in ps[0][0]:
             mk = maj_at_k([[o["answer"] for o in s] for s in ps], [[float(o["correct"]) for o in s] for s in ps],
                           ks, seed=seed)
             block["maj@k"] = _table(mk, boot, ks, level)
@@ -235,7 +298,8 @@ def analyze_file(path, out_dir, B: int = 2000, seed: int = 0, level: float = 0.9
     for m in methods:
         pk, comp = curves[m]
         curves[m] = (pk, floor_compute(comp, top))
-        summary["methods"][m]["compute@k"] = {str(j + 1): float(c) for j, c in enumerate(curves[m][1].mean(axis=0))}
+        ks = [int(k) for k in summary["methods"][m]["pass@k"]]
+        summary["methods"][m]["compute@k"] = {str(k): float(c) for k, c in zip(ks, curves[m][1].mean(axis=0))}
     for a in methods:
         for b in methods:
             if a == b:

@@ -1,12 +1,13 @@
-"""Claim verdicts from an analysis: one row per published claim (`stats.load_claims()`), its
-measured value and CI, the verdict (`stats.verdict`) and whether it is provisional; the plain-text
-verdict table of the terminal.
+"""Claim verdicts from an analysis: one row per published claim (`stats.load_claims()`), its type,
+measured value and CI, the share of bootstrap replicates where the estimate is a lower bound
+(censored) or defined (valid), the verdict (`verdicts.verdict`, whose table of rules the README and
+the report print) and whether it is provisional; the plain-text verdict table of the terminal.
 
 A row is provisional when the comparison rests on ONE training run of the method (or of a trained
 baseline): its interval then leaves out training variance (`seed_stats.PROVISIONAL_NOTE`), which
 is at least as large as problem sampling in RL results; with two or more runs per method the CI
-comes from the two-level bootstrap (runs, then problems) and "supported" needs it to exclude the
-no-effect value with the training variance included.
+comes from the two-level bootstrap (runs, then problems), so "reproduced" and "real but smaller"
+need it to exclude the no-effect value with the training variance included.
 """
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import math
 
 import pandas as pd
 
-from . import stats
+from . import stats, verdicts
 from .seed_stats import PROVISIONAL_NOTE, is_provisional
 
 PAPER_SETUP = "Qwen3-4B-Instruct-2507 with LoRA, SPIRAL vs GRPO"
 NOTE_SEP = " | "                             # between the segments of a verdict row's note
 BRIDGE_METHODS = ("bridge", "pmatch")  # runs whose claims are the Bridge rows (`method: bridge`) only
 BENCHMARK_TASKS = {"AIME 2025": ("aime25",)}   # claim benchmark -> task names that are that benchmark
-VERDICT_COLUMNS = ["claim", "description", "published", "unit", "source", "benchmark", "method", "baseline",
-                   "measured", "ci_lo", "ci_hi", "censored", "verdict", "train_runs", "provisional", "note"]
+VERDICT_COLUMNS = ["claim", "description", "type", "published", "unit", "source", "benchmark", "method", "baseline",
+                   "measured", "ci_lo", "ci_hi", "censored", "censored_fraction", "valid_fraction", "verdict",
+                   "train_runs", "provisional", "note"]
 
 
 def find_comparison(analysis: dict, method: str, baseline: str, family: str) -> dict | None:
@@ -40,7 +42,7 @@ def _rsa_matched(comp: dict | None) -> dict | None:
     return max(comp["matched"], key=key)
 
 
-def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = None, strict: bool = True) -> list[dict]:
+def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = None) -> list[dict]:
     """One verdict row per published claim, from an analysis dict. A claim naming its method pair
     (`method`, `baseline` in published.yaml, e.g. grsp vs grpo) gets a row only when the run has both.
 
@@ -49,8 +51,10 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
     primitives" frontiers (deployable families); abs_points / RSA: the matched-cell gap in RSA
     population accuracy (pass@1) at the largest max_tokens and T; seq_abs_points / abs_points_pass1:
     the pass@1 gap at the largest max_tokens (GRSP, Bridge); gain_ratio_pass1: that gap's gain ratio
-    over the base (`stats.gain_ratio`; undefined -> "inconclusive"). Verdicts from `stats.verdict`
-    (with the claim's null_value when strict); "not measured" when the quantity is missing.
+    over the base (`stats.gain_ratio`; undefined -> "inconclusive"). Verdicts from `verdicts.verdict`
+    with the claim's type and no-effect value; a multiplier whose estimate is a lower bound (censored
+    point estimate, or more than `verdicts.CENSORED_SHARE_MAX` of the replicates) has an open upper
+    end; "not measured" when the quantity is missing.
     """
     run_base = analysis.get("baseline")
     methods = analysis.get("methods", [])
@@ -72,9 +76,11 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
             meth, base = (None if meth in absent else meth), (None if base in absent else base)
         provisional = meth is not None and base is not None and is_provisional(
             runs, meth, base, tuple(analysis.get("fixed_checkpoints") or ("base",)))
-        row = {"claim": c["id"], "description": c["description"], "published": c["value"], "unit": c["unit"],
+        row = {"claim": c["id"], "description": c["description"], "type": c.get("type", "point"),
+               "published": c["value"], "unit": c["unit"],
                "source": c["source"], "benchmark": c["benchmark"], "method": meth, "baseline": base,
-               "measured": None, "ci_lo": None, "ci_hi": None, "censored": False, "verdict": "not measured",
+               "measured": None, "ci_lo": None, "ci_hi": None, "censored": False, "censored_fraction": None,
+               "valid_fraction": None, "verdict": "not measured",
                "train_runs": {m: int(runs.get(m, 1)) for m in (meth, base) if m is not None},
                "provisional": provisional}
         notes = [f"measured on {where} ({analysis.get('n_problems')} problems) with this run's models"]
@@ -86,7 +92,7 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
                          f"setup ({c.get('setup', PAPER_SETUP)}): these rows check the direction and size of the effect here, "
                          f"not the published numbers")     # the same words on every such row: said once
         n_context = len(notes)
-        est, censored, undefined = None, False, False
+        est, censored, undefined, open_end = None, False, False, False
         if absent:
             notes.append(f"this run has no {' or '.join(absent)} to compare")
         elif meth is None or base is None:
@@ -114,9 +120,14 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
             comp = find_comparison(analysis, meth, base, c["metric"])
             if comp:
                 est, censored = comp["multiplier_max"], bool(comp["multiplier_max"]["censored"])
+                share = est.get("censored_fraction") or 0.0
+                open_end = censored or share > verdicts.CENSORED_SHARE_MAX
                 notes.append(f"compute = {unit}; " + stats.MAX_WARNING)
-                if censored:
-                    notes.append("a lower bound: the baseline never reaches that accuracy within the grid")
+                if open_end:
+                    notes.append(f"a lower bound in {100 * share:.0f}% of the bootstrap replicates"
+                                 f"{' and in the point estimate' if censored else ''} (the baseline never reaches "
+                                 f"the level within the grid, or the method reaches it at its cheapest point): the "
+                                 f"CI's upper end is open, so only its lower end is judged")
         elif c["statistic"] == "rel_pct_at_max_compute":
             comp = find_comparison(analysis, meth, base, "all")
             if comp and comp["gap"]["at_max_compute"]:
@@ -135,11 +146,12 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
             notes.append(f"statistic {c['statistic']!r} is not mapped to a measurement")
         if est is not None and est.get("value") is not None:
             lo, hi = est["ci"]
-            row.update(measured=est["value"], ci_lo=lo, ci_hi=hi, censored=censored,
-                       verdict=stats.verdict([lo, hi], c["value"], c["direction"], censored,
-                                             c["null_value"] if strict else None))
-            if strict and row["verdict"] == "inconclusive" and lo is not None and hi is not None:
-                notes.append(f"the CI reaches the no-effect value {c['null_value']} or is undefined")
+            row.update(measured=est["value"], ci_lo=lo, ci_hi=hi, censored=censored or open_end,
+                       censored_fraction=est.get("censored_fraction"), valid_fraction=est.get("valid_fraction"),
+                       verdict=judge(c, lo, hi, open_end))
+            if row["verdict"] == "inconclusive" and not open_end:
+                notes.append("the CI is undefined or contains both the no-effect and the published value"
+                             if row["type"] != "bound" else "the CI contains the bound")
         elif undefined:
             row["verdict"] = "inconclusive"
         elif meth is not None and base is not None and len(notes) == n_context and not absent:
@@ -153,6 +165,12 @@ def claim_rows(analysis: dict, claims: list[dict], claim_method: str | None = No
 
 
 
+def judge(claim: dict, lo, hi, open_end: bool = False) -> str:
+    """The verdict label of a measured CI [lo, hi] against one published claim (`verdicts.verdict`)."""
+    return verdicts.verdict([lo, hi], claim["value"], claim["direction"], claim.get("type", "point"),
+                            claim.get("null_value"), open_end)
+
+
 def _gain_ratio(gr: dict, meth: str, base: str, notes: list) -> tuple[dict | None, bool]:
     """(estimate or None, undefined) of a matched gap's `gain_ratio` entry; its gains go into notes."""
     mg, bg = gr["method_gain"], gr["baseline_gain"]
@@ -161,8 +179,13 @@ def _gain_ratio(gr: dict, meth: str, base: str, notes: list) -> tuple[dict | Non
     notes.append(f"pass@1 gain over {gr['reference']}: {meth} {txt(mg)}, {base} {txt(bg)}")
     if gr.get("defined"):
         return {"value": gr["value"], "ci": gr["ci"]}, False
-    notes.append(f"the ratio is undefined: {base}'s own gain has a CI reaching 0, so the ratio's interval is "
-                 f"unbounded")
+    hi = bg["ci"][1]
+    if hi is not None and math.isfinite(hi) and hi < 0:
+        notes.append(f"the ratio is undefined: {base} LOST pass@1 against {gr['reference']} (its gain's CI lies "
+                     f"below 0), and a ratio of two losses is not a gain ratio; compare the two gains directly")
+    else:
+        notes.append(f"the ratio is undefined: {base}'s own gain has a CI reaching 0, so the ratio's interval is "
+                     f"unbounded")
     return None, True
 
 
@@ -198,18 +221,24 @@ def interval_text(analysis: dict) -> str:
 
 
 def format_verdicts(analysis: dict) -> str:
-    """A plain-text verdict table for the terminal, then the notes (each distinct note once)."""
+    """A plain-text verdict table for the terminal, then the rules of the labels used and the notes
+    (each distinct note once)."""
     t = verdict_table(analysis)
     head = f"Claims vs measured ({analysis.get('compute_col')}; {interval_text(analysis)})"
-    lines = [head, f"{'claim':32s} {'published':>10s} {'measured':>10s} {'95% CI':>24s} {'runs':>18s}  verdict"]
+    lines = [head, f"{'claim':32s} {'type':>8s} {'published':>10s} {'measured':>10s} {'95% CI':>24s} {'runs':>18s}"
+                   f"  verdict"]
     for r in t.itertuples(index=False):
         meas = ("≥ " if r.censored else "") + _num(r.measured, r.unit)
-        ci = f"[{_num(r.ci_lo, r.unit)}, {_num(r.ci_hi, r.unit)}]" if r.measured is not None else ""
-        lines.append(f"{r.claim:32s} {_num(r.published, r.unit):>10s} {meas:>10s} {ci:>24s} {runs_text(r):>18s}"
-                     f"  {r.verdict}")
+        ci = f"[{_num(r.ci_lo, r.unit)}, {_num(r.ci_hi, r.unit)}{'+' if r.censored else ''}]" \
+            if r.measured is not None else ""
+        lines.append(f"{r.claim:32s} {str(r.type).replace('_', ' '):>8s} {_num(r.published, r.unit):>10s} {meas:>10s} "
+                     f"{ci:>24s} {runs_text(r):>18s}  {r.verdict}")
     if len(t):
-        lines.append(f"method {t.method.iloc[0]} vs baseline {t.baseline.iloc[0]}; verdicts: CI vs the published "
-                     f"value, 'inconclusive' when the CI also reaches the no-effect value. Notes:")
+        lines.append(f"method {t.method.iloc[0]} vs baseline {t.baseline.iloc[0]}; '+' after a CI: its upper end is "
+                     f"open (a lower bound). Verdicts (the CI against the published and the no-effect value):")
+        used = set(t.verdict)
+        lines += [f"  {label}: {rule}" for label, _, rule in verdicts.RULES if label in used]
+        lines.append("Notes:")
         seen: set = set()
         for r in t.itertuples(index=False):      # each distinct note segment once
             for seg in str(r.note).split(NOTE_SEP):

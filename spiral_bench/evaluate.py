@@ -99,7 +99,7 @@ def _fixed_multipliers(pt, rp, levels, level) -> list[dict]:
     lv = np.asarray(levels, dtype=np.float64)
     p = stats.multipliers(pt[3], pt[2], pt[1], pt[0], lv)
     r = stats.multipliers(rp[3], rp[2], rp[1], rp[0], np.broadcast_to(lv, (rp[0].shape[0], len(lv))))
-    ci = stats.percentile_ci(r["value"], level)
+    ci = stats.percentile_ci(stats.undefined_as_zero(r["value"]), level)
     return [{"level": float(a), "value": float(v), "censored": bool(c),
              "ci": [float(ci[0, i]), float(ci[1, i])] if np.isfinite(v) else [None, None],
              "valid_fraction": float(np.isfinite(r["value"][:, i]).mean())}
@@ -154,14 +154,13 @@ def _prepare(cells: pd.DataFrame, methods, compute_col: str):
 # ------------------------------------------------------------------------------- analysis
 def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None, B: int = 2000, seed: int = 0,
                   compute_col: str = "generated_tokens", level: float = 0.95, fixed_levels=FIXED_LEVELS,
-                  claim_method: str | None = None, strict: bool = True, context: dict | None = None,
+                  claim_method: str | None = None, context: dict | None = None,
                   fixed_checkpoints=("base",)) -> dict:
     """The full analysis of a cell store (module doc); returns a JSON-safe dict (schema SCHEMA).
 
     methods: labels to analyse; baseline: one of them (None: no comparisons, no verdicts);
     claim_method: the method whose comparison with the baseline the claims are checked on
-    (default the first method that is not the baseline); strict: verdicts use the claims'
-    null_value (a CI reaching the no-effect value is "inconclusive", see `stats.verdict`);
+    (default the first method that is not the baseline); verdicts: `verdicts.verdict`;
     context: free-form facts (task, checkpoints, grid) stored under "context" and used in notes;
     fixed_checkpoints: labels that are a fixed checkpoint, not a training run (their one run does
     not make a verdict provisional).
@@ -303,7 +302,7 @@ def analyze_cells(cells: pd.DataFrame, methods: list[str], baseline: str | None,
            "curves": curves, "frontier": frontier, "sequential": sequential, "comparisons": comparisons,
            "warnings": warnings, "multiplier_warning": stats.MAX_WARNING}
     out = _clean(out)
-    out["claims"] = _clean(claim_rows(out, stats.load_claims(), claim_method, strict))
+    out["claims"] = _clean(claim_rows(out, stats.load_claims(), claim_method))
     out["provisional"] = any(r.get("provisional") for r in out["claims"])
     return out
 

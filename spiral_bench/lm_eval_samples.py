@@ -15,7 +15,14 @@ metric of its math tasks; nothing is re-graded):
                                                 choice, is one response scored as a whole)
     v = line[M]:  a list of len(R) numbers     -> v_i scores response i (spiral_* tasks log this);
                   a number and len(R) == 1     -> it scores the one response;
+                  a number, len(R) = n > 1 and M is pass@1 (a per-document metric of n repeats,
+                      as lm-eval's self-consistency tasks and our older spiral_*_k8 tasks log it)
+                                               -> c = n v is the document's exact count of correct
+                      responses (pass@1 = c / n): n samples, c of them correct, no answers (which
+                      ones were correct is not logged; pass@k of n samples depends on c alone);
                   anything else                -> an error naming the line.
+When M is the default exact_match and a line has none but has pass@1, pass@1 is used as above (said
+in the summary's warnings).
     record: problem_id = str(doc_id), sample_id = i, correct = v_i (bool or number in [0, 1]),
             method = the task (from the file name) or "default", followed by "/<filter>" when the
             file holds several filters (each filter is then analysed as a method of its own);
@@ -61,10 +68,15 @@ def _number(v) -> bool:
     return isinstance(v, (bool, int, float))
 
 
-def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False,
-                         include_paths=()) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+COUNT_METRIC = "pass@1"   # a per-document metric of n repeats that gives the exact correct count (c = n pass@1)
+
+
+def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = False, include_paths=(),
+                         notes: list | None = None) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
     """([(line_number, record)], [(line_number, error)]) for an lm-eval samples file (module
-    docstring); with `rescore`, every raw repeat is scored by the lm-eval task itself (`rescorer`)."""
+    docstring); with `rescore`, every raw repeat is scored by the lm-eval task itself (`rescorer`).
+    `notes` (a list) receives what the reading decided for the reader (e.g. pass@1 as counts)."""
+    notes = [] if notes is None else notes
     lines: list[tuple[int, dict]] = []
     errors: list[tuple[int, str]] = []
     with open(path, encoding="utf-8") as f:
@@ -93,7 +105,7 @@ def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = Fal
                 errors.append((n, "--rescore needs the generated repeats of one request in resps"))
                 continue
             try:
-                o = {**o, "filtered_resps": [raw], metric: [score(o["doc"], o["filter"], r) for r in raw]}
+                o = {**o, "filtered_resps": [raw], metric: score(o["doc"], o["filter"], raw)}
             except Exception as e:  # noqa: BLE001 - reported with the line
                 errors.append((n, f"--rescore: the task's filter {o['filter']!r} / process_results failed on one "
                                   f"repeat: {type(e).__name__}: {e}"))
@@ -107,22 +119,36 @@ def read_lm_eval_samples(path, metric: str = DEFAULT_METRIC, rescore: bool = Fal
         gen = len(fr) == 1 and (isinstance(fr[0], str) or (isinstance(fr[0], list) and fr[0]
                                                            and all(isinstance(x, str) for x in fr[0])))
         resps = ([fr[0]] if isinstance(fr[0], str) else fr[0]) if gen else [fr]
-        if metric not in o:
+        m = metric
+        if m not in o and m == DEFAULT_METRIC and COUNT_METRIC in o and score is None:
+            m = COUNT_METRIC
+            if not any(COUNT_METRIC in x for x in notes):
+                notes.append(f"no {DEFAULT_METRIC!r} logged: the per-document {COUNT_METRIC} x n repeats gives each "
+                             f"document's exact correct count (pass@k depends on it alone; no maj@k)")
+        if m not in o:
             have = [k for k in o.get("metrics", []) if k in o]
             errors.append((n, f"no metric {metric!r} on this line (lm-eval logged {have}); choose one with --metric"))
             continue
-        v = o[metric]
+        v = o[m]
+        count = None
         if isinstance(v, list) and len(v) == len(resps) and all(_number(x) for x in v):
             values = v
         elif _number(v) and len(resps) == 1:
             values = [v]
+        elif _number(v) and m == COUNT_METRIC and len(resps) > 1:
+            c = float(v) * len(resps)
+            if abs(c - round(c)) > 1e-6 or not 0 <= round(c) <= len(resps):
+                errors.append((n, f"{m} = {v!r} is not a count of {len(resps)} responses divided by {len(resps)}"))
+                continue
+            count = int(round(c))
+            values = [1.0 if i < count else 0.0 for i in range(len(resps))]
         else:
             shape = f"a list of {len(v)}" if isinstance(v, list) else repr(v)
             errors.append((n, f"{metric} is {shape} for {len(resps)} response(s) of filter {o['filter']!r}: "
                               f"need one value per response (a per-sample list, or one response per line)"))
             continue
         method = base if len(filters) == 1 else f"{base}/{o['filter']}"
-        answers = _spiral_answers(o.get("doc"), resps) if gen else None
+        answers = _spiral_answers(o.get("doc"), resps) if gen and count is None else None
         for i, c in enumerate(values):
             rec = {"problem_id": str(o["doc_id"]), "sample_id": i, "correct": c, "method": method}
             if answers is not None:
@@ -143,11 +169,14 @@ def _spiral_answers(doc, resps: list[str]) -> list[str | None] | None:
 
 
 def rescorer(task: str | None, metric: str, include_paths=()):
-    """score(doc, filter_name, response) -> the lm-eval task's `metric` for ONE raw repeat: the
-    task's filter pipeline of that name applied to [[response]], then its process_results(doc,
-    [filtered]). The task is loaded by lm-eval's TaskManager (our tasks, `include_paths`, lm-eval's
-    own), so its dataset must be reachable. A filter that needs several responses (take_first_k
-    with k > 1, majority over k) cannot score one repeat: its lines are errors."""
+    """score(doc, filter_name, repeats) -> the lm-eval task's `metric` for each raw repeat, by the
+    task's own filter pipeline of that name and process_results. When the pipeline applied to all n
+    repeats at once keeps all n (e.g. take_first_k with k = repeats) and process_results returns a
+    list of n values (one per response), those are the scores; otherwise each repeat is scored alone
+    (pipeline on [[repeat]], then process_results(doc, [filtered])). The task is loaded by lm-eval's
+    TaskManager (our tasks, `include_paths`, lm-eval's own), so its dataset must be reachable. A
+    filter that reduces several responses to one (majority over k) cannot score one repeat: its
+    lines are errors."""
     if not task:
         raise ValueError("--rescore: the task name comes from lm-eval's file name samples_<task>_<date>.jsonl")
     from spiral_bench.lm_eval import task_manager
@@ -157,12 +186,24 @@ def rescorer(task: str | None, metric: str, include_paths=()):
     t = loaded[task]
     pipelines = {f.name: f for f in t._filters}
 
-    def score(doc, filter_name, response):
-        resps = [[response]]
+    def run(doc, filter_name, responses):
+        resps = [list(responses)]
         for make in pipelines[filter_name].filters:
             resps = list(make().apply(resps, [doc]))
-        value = t.process_results(doc, [resps[0]])[metric]
-        if isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        return value
+        return resps[0]
+
+    def one(doc, filter_name, response):
+        value = t.process_results(doc, [run(doc, filter_name, [response])])[metric]
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+    def score(doc, filter_name, repeats):
+        try:
+            kept = run(doc, filter_name, repeats)
+        except Exception:  # noqa: BLE001 - a filter that cannot take all repeats: score them one by one
+            kept = None
+        if isinstance(kept, list) and len(kept) == len(repeats) and len(repeats) > 1:
+            value = t.process_results(doc, [kept]).get(metric)
+            if isinstance(value, list) and len(value) == len(repeats):
+                return value
+        return [one(doc, filter_name, r) for r in repeats]
     return score

@@ -29,7 +29,7 @@ even infinitely many runs leave |g| <= z sqrt(var_problems): more problems are n
 Calibration (tests/test_seed_stats.py simulation: 3 runs per method, P = 100, between-run SD of
 one run's gap ~3.7 points against a problem SE of ~2.3, as measured on the default job): the
 two-level interval covers a planted +5-point gap in 96.6% of experiments; with no true effect a
-+8.1-point claim is "supported" in 1.6% of experiments, against 10.8% for the one-level problem
++8.1-point claim is "reproduced" (or "larger than claimed") in 1.6% of experiments, against 10.8% for the one-level problem
 bootstrap of one run per method. The bootstrap underestimates the between-run variance by (R-1)/R
 and ignores the few degrees of freedom of R runs, while it counts the sampling noise of each run's
 mean twice (in the run level and in the problem level); these roughly cancel in the regime above.

@@ -26,15 +26,16 @@ Scaling-efficiency multiplier at accuracy level a: m(a) = C_baseline(a) / C_meth
     baseline's compute is only bounded above, so m would be an upper bound;
   - "up to" = max over levels (a lower bound if any level is censored); its CI is the percentile
     interval of the maximum recomputed on each replicate. See MAX_WARNING.
+  - a replicate where a multiplier is undefined (its baseline reaches the level(s) at its cheapest
+    point, so m is only bounded above; or its method never reaches a fixed level) counts as 0 in the
+    CI ("no advantage measurable"), not dropped: dropping them biases the CI upward, since they are
+    exactly the replicates least favourable to the method. `valid_fraction` is the defined share.
 Accuracy gap at equal compute c: abs = 100 (a_m(c) - a_b(c)) points, rel = 100 (a_m(c)/a_b(c) - 1)
 %, at every compute of either grid inside both (fixed from the point estimate; a bootstrap replicate
 reads them clamped to the range its own curves cover, and "at max compute" at its own largest
 common compute), and its max.
 
-verdict(ci, claim, ">="): "supported" if hi >= claim (the CI contains or exceeds the claim);
-"not supported" if hi < claim, unless the estimate is a censored lower bound, which is then
-"inconclusive"; "inconclusive" also for a non-finite CI and, when null_value is given, for a CI
-that reaches down to null_value (the data cannot tell the claim from no effect). "<=" mirrors it.
+Verdicts on published claims: `spiral_bench.verdicts`.
 """
 from __future__ import annotations
 
@@ -112,9 +113,11 @@ def gain_ratio(method: float, baseline: float, reference: float, rm, rb, rr, lev
         ratio = (method - reference) / (baseline - reference)
 
     CI: percentile interval of the replicate ratios, reported only when the denominator's own
-    percentile CI excludes 0. When it does not (the baseline's gain cannot be told from 0), the
-    ratio's confidence set is unbounded (Fieller), so value and CI are NaN and `defined` is False;
-    the two gains and their CIs are always given (in the units of the inputs).
+    percentile CI lies entirely above 0 (the baseline's gain is significantly positive). When it
+    reaches 0 the ratio's confidence set is unbounded (Fieller); when it lies below 0 the baseline
+    lost ground, and a ratio of two losses (> 1 when the method lost more) is no gain ratio. In both
+    cases value and CI are NaN and `defined` is False; the two gains and their CIs are always given
+    (in the units of the inputs).
     Returns {"value", "ci": [lo, hi], "defined", "method_gain": {"value", "ci"},
     "baseline_gain": {"value", "ci"}}.
     """
@@ -122,7 +125,7 @@ def gain_ratio(method: float, baseline: float, reference: float, rm, rb, rr, lev
     gm, gb = rm - rr, rb - rr                          # (B,) replicate gains
     cm, cb = percentile_ci(gm, level), percentile_ci(gb, level)
     den = float(baseline - reference)
-    defined = bool(np.isfinite(cb).all() and (cb[0] > 0 or cb[1] < 0) and den != 0)
+    defined = bool(np.isfinite(cb).all() and cb[0] > 0 and den > 0)
     if defined:
         with np.errstate(divide="ignore", invalid="ignore"):
             ci = percentile_ci(gm / gb, level)
@@ -199,7 +202,7 @@ def _multipliers_xy(xb, yb, xm, ym, levels):
     cm, _ = _reach(xm, ym, levels)
     cb, b_start = _reach(xb, yb, levels)
     valid = np.isfinite(cm) & ~b_start
-    below_m = np.asarray(levels, dtype=np.float64) < ym[..., :1]   # C_method(a) <= its smallest compute
+    below_m = np.asarray(levels, dtype=np.float64) <= ym[..., :1]  # C_method(a) = its smallest compute: bounded above
     censored = valid & (np.isinf(cb) | below_m)
     with np.errstate(invalid="ignore", divide="ignore"):
         val = np.where(np.isinf(cb), np.exp(xb[..., -1:]) / cm, cb / cm)
@@ -264,6 +267,21 @@ def _est(value, reps, conf, **extra) -> dict:
     return {"value": value, "ci": [ci[0], ci[1]], "valid_fraction": float(fin.mean()), **extra}
 
 
+def undefined_as_zero(reps) -> np.ndarray:
+    """Multiplier replicates with the undefined ones (NaN) counted as 0 (module doc: "no advantage
+    measurable"), for their percentile CI."""
+    r = np.asarray(reps, dtype=np.float64)
+    return np.where(np.isnan(r), 0.0, r)
+
+
+def multiplier_est(value: float, reps, conf: float, **extra) -> dict:
+    """{"value", "ci", "valid_fraction", ...} of a multiplier: `valid_fraction` = the defined share of
+    the replicates, the CI over all of them with the undefined ones counted as 0."""
+    out = _est(value, undefined_as_zero(reps), conf, **extra)
+    out["valid_fraction"] = float(np.isfinite(np.asarray(reps, dtype=np.float64)).mean())
+    return out
+
+
 def compare(boot: PairedBootstrap, acc_m, compute_m, acc_b, compute_b, levels=None,
             level: float = 0.95) -> dict:
     """Method vs baseline from per-problem cell values, paired by `boot`'s shared resampling.
@@ -292,16 +310,16 @@ def compare_curves(point, reps, levels=None, level: float = 0.95) -> dict:
     # "up to": recomputed on every replicate with its own levels
     pmax = multiplier_max(pm[3], pm[2], pm[1], pm[0])
     rmax = multiplier_max(rm[3], rm[2], rm[1], rm[0])
-    out = {"multiplier_max": _est(float(pmax["value"]), rmax["value"], level,
-                                  censored=bool(pmax["censored"]),
-                                  censored_fraction=float(np.mean(rmax["censored"])),
-                                  level=float(pmax["level"])),
+    out = {"multiplier_max": multiplier_est(float(pmax["value"]), rmax["value"], level,
+                                            censored=bool(pmax["censored"]),
+                                            censored_fraction=float(np.mean(rmax["censored"])),
+                                            level=float(pmax["level"])),
            "warning": MAX_WARNING}
     lv = np.asarray(monotone_curve(pm[1], pm[0])[1] if levels is None else levels, dtype=np.float64)
     lv = np.unique(lv)
     pmul = multipliers(pm[3], pm[2], pm[1], pm[0], lv)
     rmul = multipliers(rm[3], rm[2], rm[1], rm[0], np.broadcast_to(lv, (B, len(lv))))
-    ci = percentile_ci(rmul["value"], level)
+    ci = percentile_ci(undefined_as_zero(rmul["value"]), level)
     vf = np.isfinite(rmul["value"]).mean(axis=0)
     out["multipliers"] = [{"level": float(a), "value": float(v), "censored": bool(c),
                            # no CI where the point estimate is undefined
@@ -362,34 +380,11 @@ def cell_matrices(df, value_col: str = "correct", compute_col: str = "compute",
 
 
 # ----------------------------------------------------------------------------- claims
-def verdict(ci, claim_value: float, direction: str = ">=", censored: bool = False,
-            null_value: float | None = None) -> str:
-    """"supported" / "not supported" / "inconclusive" for a measured CI against a claim.
-
-    direction ">=": the claim is that the true value is at least claim_value. censored: the
-    measured value is a lower bound on the truth. Rules in the module docstring.
-    """
-    lo, hi = (float(v) if v is not None else float("nan") for v in ci)
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-        return "inconclusive"
-    if direction == ">=":
-        if hi >= claim_value:
-            return "inconclusive" if null_value is not None and lo <= null_value else "supported"
-        return "inconclusive" if censored else "not supported"
-    if direction == "<=":
-        if lo > claim_value:
-            return "not supported"
-        if censored:
-            return "inconclusive"
-        return "inconclusive" if null_value is not None and hi >= null_value else "supported"
-    raise ValueError(f"direction must be '>=' or '<=', got {direction!r}")
-
-
 _CLAIM_KEYS = {"id", "description", "value", "unit", "statistic", "metric", "benchmark",
                "direction", "null_value", "source"}
 # optional: which method pair a claim compares (default: the run's claim method, spiral, vs its baseline)
 # and the paper's setup in words (default claims.PAPER_SETUP, SPIRAL's)
-_CLAIM_OPTIONAL = {"method", "baseline", "setup"}
+_CLAIM_OPTIONAL = {"method", "baseline", "setup", "type"}
 
 
 def load_claims() -> list[dict]:
@@ -405,4 +400,9 @@ def load_claims() -> list[dict]:
             raise ValueError(f"published.yaml claims[{i}]: missing {sorted(missing)}, unknown {sorted(extra)}")
         if c["direction"] not in (">=", "<="):
             raise ValueError(f"published.yaml claims[{i}].direction: {c['direction']!r}")
+        kind = c.setdefault("type", "point")
+        if kind not in ("point", "at_least", "bound"):
+            raise ValueError(f"published.yaml claims[{i}].type: {kind!r} (point, at_least or bound)")
+        if kind != "bound" and c["null_value"] is None:
+            raise ValueError(f"published.yaml claims[{i}]: a {kind} claim needs its null_value (the no-effect value)")
     return claims

@@ -225,3 +225,33 @@ def test_unknown_keys_warn_and_output_is_written_atomically(tmp_path, monkeypatc
         analyze_file(path, tmp_path / "o", B=60)
     assert (tmp_path / "o" / "summary.json").read_text() == before  # old file intact
     assert os.listdir(tmp_path / "o") == ["summary.json"]  # no temp file left behind
+
+
+def test_samples_decoded_together_are_scored_at_their_groups_width(tmp_path):
+    """Issue 26, case 7: a grouped export (samples of one group decoded together, here perfectly
+    correlated: a group is all right or all wrong) was pooled as independent samples: pass@4 from
+    two groups of 4 (one right) read 1 - 1/C(8,4) = 0.986. Declared with `group`, it is measured at
+    the groups' width: pass@4 = mean over groups of "any correct" = 0.5, pass@1 = 0.5, maj@4 = 0.5."""
+    rows = []
+    for p in ("p1", "p2"):
+        for g, ok in ((0, True), (1, False)):
+            rows += [{"method": "bridge", "problem_id": p, "sample_id": 4 * g + i, "group": g, "correct": ok,
+                      "answer": "1" if ok else "2", "completion_tokens": 10} for i in range(4)]
+        rows += [{"method": "plain", "problem_id": p, "sample_id": i, "correct": i % 2 == 0,
+                  "answer": str(i % 2 + 1), "completion_tokens": 10} for i in range(8)]
+    s = analyze_file(write(tmp_path / "g.jsonl", rows), tmp_path / "out", B=100)
+    br = s["methods"]["bridge"]
+    assert list(br["pass@k"]) == ["1", "4"] and br["estimator"].startswith("direct: groups of 4")
+    assert br["pass@k"]["4"]["mean"] == 0.5 and br["pass@k"]["1"]["mean"] == 0.5 and br["maj@k"]["4"]["mean"] == 0.5
+    assert br["compute@k"] == {"1": 10.0, "4": 40.0}
+    plain = s["methods"]["plain"]
+    assert plain["estimator"].startswith("pooled") and plain["pass@k"]["4"]["mean"] == pytest.approx(1 - 1 / 70)
+    assert not any("group" in w for w in s["warnings"])
+    # a method that mixes grouped and ungrouped lines, or groups of two widths, is refused
+    bad = [dict(r) for r in rows]
+    del bad[0]["group"]
+    with pytest.raises(AnalyzeInputError, match="lacks 'group'"):
+        analyze_file(write(tmp_path / "b.jsonl", bad), tmp_path / "out2", B=50)
+    uneven = [r for r in rows if not (r["method"] == "bridge" and r["sample_id"] == 7)]
+    with pytest.raises(AnalyzeInputError, match=r"unequal sizes \[3, 4\]"):
+        analyze_file(write(tmp_path / "u.jsonl", uneven), tmp_path / "out3", B=50)

@@ -73,8 +73,10 @@ def test_grsp_claims_compare_grsp_with_grpo():
     rows = {r["claim"]: r for r in claim_rows(a, stats.load_claims(), claim_method="spiral")}
     acc = rows["grsp_accuracy_change"]
     assert (acc["method"], acc["baseline"]) == ("grsp", "grpo")
-    # the gap at the largest max tokens (48), not 16; CI [-2.5, 0.5] reaches -1.6: supported (">=")
-    assert (acc["measured"], acc["ci_lo"], acc["ci_hi"], acc["verdict"]) == (-1.0, -2.5, 0.5, "supported")
+    # the gap at the largest max tokens (48), not 16; a bound claim ("no worse than -1.6"): the CI
+    # [-2.5, 0.5] reaches below -1.6, so the data cannot tell
+    assert (acc["measured"], acc["ci_lo"], acc["ci_hi"], acc["verdict"]) == (-1.0, -2.5, 0.5, "inconclusive")
+    assert acc["type"] == "bound"
     assert "Qwen2.5-14B" in acc["note"] and "Qwen3" not in acc["note"]
     for k in ("grsp_tokens_change", "grsp_segments_change"):
         assert rows[k]["verdict"] == "not measured" and "Sequential efficiency" in rows[k]["note"]
@@ -96,8 +98,8 @@ def test_report_view_fills_the_sample_based_grsp_rows():
     rows = {r["claim"]: r for r in a["claims"]}
     tok, seg = rows["grsp_tokens_change"], rows["grsp_segments_change"]
     assert tok["measured"] == pytest.approx(-15.0) and [tok["ci_lo"], tok["ci_hi"]] == pytest.approx([-20.0, -10.0])
-    assert tok["verdict"] == "supported"            # CI below 0 and reaching -7.9
-    assert seg["measured"] == pytest.approx(-5.0) and seg["verdict"] == "not supported"   # CI above -21
+    assert tok["verdict"] == "larger than claimed"   # CI [-20, -10] entirely beyond -7.9
+    assert seg["measured"] == pytest.approx(-5.0) and seg["verdict"] == "no effect found"  # [-10, +1]: 0 in, -21 out
     assert rows["grsp_accuracy_change"]["measured"] == -1.0         # untouched
 
 

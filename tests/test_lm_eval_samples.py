@@ -98,6 +98,26 @@ def test_lm_eval_cli_samples_k5_analyzed(tiny_dir, tmp_path):
         rec = json.loads(line)
         (comps,) = rec["filtered_resps"]
         assert rec["exact_match"] == [task.reward(problems[rec["doc"]["id"]], c) for c in comps]
+    # issue 26, case 9: the same file logged with per-document metrics only (pass@1, pass@5, maj@5,
+    # no per-sample exact_match; lm-eval's self-consistency tasks and our older k8 tasks log so):
+    # pass@1 x 5 is each document's exact correct count, so pass@k equals lm-eval's own numbers
+    per_doc = tmp_path / "samples_parity_k5_2026-01-01T00-00-00.jsonl"
+    per_doc.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "exact_match"}) + "\n"
+                               for line in samples.read_text().splitlines()))
+    for how in ({}, {"metric": "pass@1"}):
+        d = analyze_file(per_doc, tmp_path / f"per_doc{len(how)}", B=100, **how)
+        pd_m = d["methods"]["parity_k5"]
+        assert pd_m["n_samples_max"] == 5 and pd_m["maj@k"] == {}
+        assert pd_m["pass@k"]["1"]["mean"] == pytest.approx(lm["pass@1,all"], abs=1e-12)
+        assert pd_m["pass@k"]["5"]["mean"] == pytest.approx(lm["pass@5,all"], abs=1e-12)
+    assert any("pass@1" in w for w in d["warnings"] + analyze_file(per_doc, tmp_path / "w", B=50)["warnings"])
+    # --rescore through the task's own take_first_k (k = repeats) filter and process_results: every
+    # repeat scored (lm-eval's filter refused one repeat alone: "Need at least 5 responses")
+    rc, _ = run_cli(["analyze", str(per_doc), "--out", str(tmp_path / "re"), "--rescore", "--include-path",
+                     str(folder), "--bootstrap", "100"])
+    assert rc == 0
+    re_m = json.loads((tmp_path / "re" / "summary.json").read_text())["methods"]["parity_k5"]
+    assert re_m["n_samples_max"] == 5 and re_m["pass@k"]["1"]["mean"] == pytest.approx(lm["pass@1,all"], abs=1e-12)
 
 
 def test_real_lm_eval_cli_files_analyzed(tiny_dir, tmp_path):

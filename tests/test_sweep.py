@@ -310,5 +310,5 @@ def test_non_independent_backend_gets_one_group_per_width(tmp_path):
     assert set(load_cells(tmp_path).groupby("method").estimator.first().items()) == {("bridge", "direct"),
                                                                                       ("plain", "pooled")}
     from spiral_bench.evaluate import analyze_cells
-    a = analyze_cells(load_cells(tmp_path), ["bridge", "plain"], "plain", B=50, strict=False)
+    a = analyze_cells(load_cells(tmp_path), ["bridge", "plain"], "plain", B=50)
     assert a["estimators"] == {"bridge": ["direct"], "plain": ["pooled"]}   # the report prints it

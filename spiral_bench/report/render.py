@@ -54,7 +54,9 @@ th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}t
 tr:nth-child(even) td{background:#fafafa}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
 pre{background:#f6f6f6;border:1px solid #ddd;padding:.6em;overflow-x:auto;font-size:.85em}
 .missing{background:#fff4e0;border-left:4px solid #e0a000;padding:.4em 1em}
-.v-supported{color:#17702f;font-weight:bold}.v-not-supported{color:#b00020;font-weight:bold}
+.v-reproduced,.v-larger-than-claimed,.v-within-bound{color:#17702f;font-weight:bold}
+.v-real-but-smaller{color:#3d6b00;font-weight:bold}
+.v-no-effect-found,.v-opposite-direction,.v-outside-bound{color:#b00020;font-weight:bold}
 .v-inconclusive{color:#8a6d00;font-weight:bold}.v-not-measured{color:#777}
 figcaption{font-size:.85em;color:#555}"""
 
@@ -118,9 +120,13 @@ def _verdicts(a: dict) -> list:
     for r in t.itertuples(index=False):
         has = r.measured is not None and math.isfinite(float(r.measured))
         meas = ("≥ " if r.censored else "") + _num(float(r.measured), r.unit) if has else "n/a"
-        ci = f"[{_num(_nan(r.ci_lo), r.unit)}, {_num(_nan(r.ci_hi), r.unit)}]" if has else ""
-        rows.append([r.claim, r.description, _num(r.published, r.unit), f"{r.source}; benchmark: {r.benchmark}",
-                     f"{r.method} vs {r.baseline}", meas, ci, runs_text(r), r.verdict])
+        ci = f"[{_num(_nan(r.ci_lo), r.unit)}, {_num(_nan(r.ci_hi), r.unit)}{'+' if r.censored else ''}]" \
+            if has else ""
+        shares = (f"{_pct(r.censored_fraction)} / {_pct(r.valid_fraction)}"
+                  if r.censored_fraction is not None or r.valid_fraction is not None else "")
+        rows.append([r.claim, r.description, str(r.type).replace("_", " "), _num(r.published, r.unit),
+                     f"{r.source}; benchmark: {r.benchmark}", f"{r.method} vs {r.baseline}", meas, ci, shares,
+                     runs_text(r), r.verdict])
     # a note segment every row shares is said once, above the per-row notes
     segs = [[x for x in str(r.note).split(NOTE_SEP) if x] for r in t.itertuples(index=False)]
     common = [x for x in segs[0] if all(x in sg for sg in segs)] if len(segs) > 1 else []
@@ -130,12 +136,14 @@ def _verdicts(a: dict) -> list:
             if seg not in seen:
                 seen.add(seg)
                 notes.append(f"[{r.claim}] {seg}")
-    cols = ["claim", "description", "published", "source", "compared", "measured", "95% CI", "training runs",
-            "verdict"]
+    cols = ["claim", "description", "type", "published", "source", "compared", "measured", "95% CI",
+            "censored / valid replicates", "training runs", "verdict"]
+    from spiral_bench.verdicts import RULES
     out = [("p", f"Measured with {interval_text(a)} (compute unit: {a.get('compute_col')}). A verdict compares the "
-                 f"CI with the published value; 'inconclusive' when the CI also reaches the no-effect value. "
-                 f"{BOOTSTRAP_TEXT}"),
-           ("table", cols, rows)]
+                 f"CI with the published value and the no-effect value (rules below); '+' after a CI: its upper "
+                 f"end is open (a lower bound). {BOOTSTRAP_TEXT}"),
+           ("table", cols, rows),
+           ("table", ["verdict", "claim types", "rule (95% CI of the measured value)"], [list(r) for r in RULES])]
     if common:
         out.append(("p", "Every row: " + "; ".join(common) + "."))
     return out + [("ul", notes)] + _variance_split(a)
@@ -372,9 +380,13 @@ def to_markdown(blocks: list, out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.0f}%"
+
+
 def _verdict_class(s: str) -> str:
-    return f' class="v-{s.replace(" ", "-")}"' if s in ("supported", "not supported", "inconclusive",
-                                                       "not measured") else ""
+    from spiral_bench.verdicts import LABELS
+    return f' class="v-{s.replace(" ", "-")}"' if s in LABELS else ""
 
 
 def to_html(blocks: list, title: str) -> str:

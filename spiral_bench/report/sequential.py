@@ -111,8 +111,12 @@ def compute(run, B: int = 2000, seed: int = 0) -> dict | None:
 
 def fill_claims(analysis: dict | None, view: dict | None) -> None:
     """Fill the claim rows with statistic tpc_rel_pct / segments_rel_pct (100 (ratio - 1) at L_max,
-    method vs baseline of the row) from the view; verdicts by `stats.verdict` with the row's claim."""
+    method vs baseline of the row) from the view; verdicts by `claims.judge` with the row's claim.
+    The view reads training run 0 of each method with a one-level problem bootstrap, so these rows
+    say 1 vs 1 training runs and provisional, whatever the run's own number of runs."""
     from .. import stats
+    from ..claims import NOTE_SEP, judge
+    from ..seed_stats import PROVISIONAL_NOTE
     if not analysis or not view:
         return
     claims = {c["id"]: c for c in stats.load_claims()}
@@ -127,13 +131,14 @@ def fill_claims(analysis: dict | None, view: dict | None) -> None:
         lo, hi = (100.0 * (x - 1.0) for x in est["ci"])
         if not (math.isfinite(est["value"]) and math.isfinite(lo) and math.isfinite(hi)):
             continue
-        row.update(measured=100.0 * (est["value"] - 1.0), ci_lo=lo, ci_hi=hi,
-                   verdict=stats.verdict([lo, hi], c["value"], c["direction"], False, c["null_value"]))
+        row.update(measured=100.0 * (est["value"] - 1.0), ci_lo=lo, ci_hi=hi, verdict=judge(c, lo, hi),
+                   train_runs={row["method"]: 1, row["baseline"]: 1}, provisional=True)
         what = "tokens per correct answer" if c["statistic"] == "tpc_rel_pct" else "segments per response"
-        row["note"] = row["note"].replace("the needed cells are not in the store (or are undefined)",
-                                          f"{what}, relative change at max tokens {view['budgets'][-1]} from the "
-                                          f"saved sample pools ({view['problems']} problems; see Sequential "
-                                          f"efficiency)")
+        segs = [g for g in row["note"].split(NOTE_SEP) if not g.startswith(("provisional:", "the needed cells"))]
+        segs += [f"{what}, relative change at max tokens {view['budgets'][-1]} from the saved sample pools of "
+                 f"training run 0 of each method ({view['problems']} problems, one-level problem bootstrap; see "
+                 f"Sequential efficiency)", f"provisional: {PROVISIONAL_NOTE}"]
+        row["note"] = NOTE_SEP.join(segs)
 
 
 def _ci(e: dict, scale: float = 1.0, shift: float = 0.0, digits: int = 3) -> str:
