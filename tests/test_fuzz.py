@@ -159,7 +159,10 @@ def test_fuzz_every_grader(graders):
                 assert _oracle(name, problem, c), (name, c[:200])
     times.sort(key=lambda x: -x[0])
     print(f"\n{len(times)} calls; slowest: {times[:3]}; scored 1: {dict(scored)}")
-    assert times[0][0] < 1.0, times[:5]
+    # a bound that catches an unbounded parse, not a speed target: the graders cut math-verify at
+    # MATH_TIMEOUT_S (0.75 s) and a gold parse at GOLD_TIMEOUT_S (5 s); 1.0 s here failed CI's loaded
+    # run (2.7 s for one call with another CPU-bound process beside it)
+    assert times[0][0] < 10.0, times[:5]
 
 
 def test_right_answers_survive_hostile_context(graders):
