@@ -88,14 +88,19 @@ def test_grsp_claims_compare_grsp_with_grpo():
     assert not any(k.startswith("grsp_") for k in rows2) and "coverage_efficiency_up_to" in rows2
 
 
-def test_report_view_fills_the_sample_based_grsp_rows():
-    a = _grsp_analysis()
+def filled_grsp_rows(a: dict) -> dict:
+    """The claim rows of analysis `a` after the report's sequential view fills the sample-based GRSP
+    rows from a planted view (tokens per correct 0.85 [0.80, 0.90], segments 0.95 [0.90, 1.01])."""
     a["claims"] = claim_rows(a, stats.load_claims(), claim_method="spiral")
     view = {"baseline": "grpo", "budgets": [16, 48], "problems": 10,
             "comparisons": {"grsp": {"budgets": [{}, {"tpc_ratio": {"value": 0.85, "ci": [0.80, 0.90]}}],
                                      "segments_ratio": {"value": 0.95, "ci": [0.90, 1.01]}}}}
     SEQ.fill_claims(a, view)
-    rows = {r["claim"]: r for r in a["claims"]}
+    return {r["claim"]: r for r in a["claims"]}
+
+
+def test_report_view_fills_the_sample_based_grsp_rows():
+    rows = filled_grsp_rows(_grsp_analysis())
     tok, seg = rows["grsp_tokens_change"], rows["grsp_segments_change"]
     assert tok["measured"] == pytest.approx(-15.0) and [tok["ci_lo"], tok["ci_hi"]] == pytest.approx([-20.0, -10.0])
     assert tok["verdict"] == "larger than claimed"   # CI [-20, -10] entirely beyond -7.9

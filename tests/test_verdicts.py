@@ -7,9 +7,9 @@ import pytest
 from spiral_bench import stats
 from spiral_bench.claims import claim_rows, format_verdicts
 from spiral_bench.evaluate import analyze_cells, find_comparison
-from spiral_bench.report import sequential as SEQ
 from spiral_bench.sweep import CELL_COLUMNS
 from spiral_bench.verdicts import LABELS, RULES, rules_markdown, verdict
+from test_efficiency import filled_grsp_rows
 
 
 @pytest.mark.parametrize("ci,v,kw,want", [
@@ -135,12 +135,7 @@ def test_case6_sample_based_grsp_rows_say_they_rest_on_run_0():
     its rows say 1 vs 1 and provisional, whatever the run's number of training runs."""
     a = {"baseline": "grpo", "methods": ["base", "grpo", "grsp"], "n_problems": 10, "context": {"task": "arithmetic"},
          "train_runs": {"base": 1, "grpo": 3, "grsp": 3}, "fixed_checkpoints": ["base"], "comparisons": []}
-    a["claims"] = claim_rows(a, stats.load_claims(), claim_method="spiral")
-    view = {"baseline": "grpo", "budgets": [16, 48], "problems": 10,
-            "comparisons": {"grsp": {"budgets": [{}, {"tpc_ratio": {"value": 0.85, "ci": [0.80, 0.90]}}],
-                                     "segments_ratio": {"value": 0.95, "ci": [0.90, 1.01]}}}}
-    SEQ.fill_claims(a, view)
-    rows = {r["claim"]: r for r in a["claims"]}
+    rows = filled_grsp_rows(a)
     for k in ("grsp_tokens_change", "grsp_segments_change"):
         assert rows[k]["train_runs"] == {"grsp": 1, "grpo": 1} and rows[k]["provisional"], rows[k]
         assert "training run 0" in rows[k]["note"]
